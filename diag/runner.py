@@ -1,0 +1,152 @@
+"""Runs the stages in order and streams events; the Report is their fold.
+
+A stage runs only when the stages it needs have not failed; otherwise it is skipped with the reason.
+Every stage is bounded by the run's budget, and an unexpected exception in a stage becomes a failed
+stage with a finding (logged without locals), never a crash of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+
+from diag.config import SmtpConfig
+from diag.findings import finding_for
+from diag.policy import EgressPolicy
+from diag.report import Event, Report, RunFinished, StageFinished, StageResult, StageStarted, Status
+from diag.stages import auth, config_check, connect, dns, ehlo, envelope, tls
+from diag.stages.base import Outcome, RunContext
+from diag.transcript import Transcript
+
+log = structlog.get_logger("diag.runner")
+
+Check = Callable[[RunContext], Awaitable[Outcome]]
+
+# name, check, the stages that must not have failed or been skipped for this one to run
+STAGES: Final[tuple[tuple[str, Check, tuple[str, ...]], ...]] = (
+    ("config", config_check.check, ()),
+    ("dns", dns.check, ("config",)),
+    ("connect", connect.check, ("dns",)),
+    ("ehlo", ehlo.check, ("connect",)),
+    ("tls", tls.check, ("ehlo",)),
+    ("auth", auth.check, ("tls",)),
+    ("mail_from", envelope.check_mail_from, ("auth",)),
+    ("rcpt_to", envelope.check_rcpt_to, ("mail_from",)),
+    ("send", envelope.check_send, ("rcpt_to",)),
+)
+
+
+def budget_for(config: SmtpConfig) -> float:
+    """The whole run's budget: generous enough for every step's timeout, never unbounded."""
+    return config.timeout_s * 8 + 5.0
+
+
+async def run_events(
+    config: SmtpConfig,
+    *,
+    policy: EgressPolicy | None = None,
+    run_id: str | None = None,
+) -> AsyncIterator[Event]:
+    run_id = run_id or uuid.uuid4().hex
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    ctx = RunContext(config=config, policy=policy or EgressPolicy.default())
+    transcript = Transcript(ctx.started)
+    ctx.transcript = transcript
+    deadline = ctx.started + budget_for(config)
+    bound = log.bind(run_id=run_id, host=config.host, port=config.port)
+    results: dict[str, StageResult] = {}
+    try:
+        for name, check, needs in STAGES:
+            yield StageStarted(run_id, name)
+            blocked = next((n for n in needs if results[n].status in (Status.FAILED, Status.SKIPPED)), None)
+            if blocked is not None:
+                why = "failed" if results[blocked].status is Status.FAILED else "was skipped"
+                result = StageResult(name, Status.SKIPPED, 0.0, f"Not run: the {blocked} stage {why}.")
+            else:
+                result = await _run_stage(name, check, ctx, transcript, deadline, bound)
+            results[name] = result
+            bound.info(
+                "stage_finished",
+                stage=name,
+                status=result.status.value,
+                duration_ms=round(result.duration_ms, 1),
+                finding=result.finding.code if result.finding else None,
+            )
+            yield StageFinished(run_id, result)
+    finally:
+        if ctx.probe is not None:
+            await ctx.probe.close()
+    report = Report(
+        id=run_id,
+        started_at=started_at,
+        duration_ms=ctx.elapsed_ms(),
+        config=config.public_dict(),
+        stages=tuple(results[name] for name, _, _ in STAGES),
+    )
+    failure = report.first_failure
+    bound.info(
+        "run_finished",
+        verdict=report.verdict,
+        duration_ms=round(report.duration_ms, 1),
+        failed_stage=failure.name if failure else None,
+        finding=failure.finding.code if failure and failure.finding else None,
+    )
+    yield RunFinished(report)
+
+
+async def run(config: SmtpConfig, *, policy: EgressPolicy | None = None, run_id: str | None = None) -> Report:
+    async for event in run_events(config, policy=policy, run_id=run_id):
+        if isinstance(event, RunFinished):
+            return event.report
+    raise AssertionError("run_events ended without RunFinished")  # pragma: no cover
+
+
+def run_sync(config: SmtpConfig, *, policy: EgressPolicy | None = None) -> Report:
+    return asyncio.run(run(config, policy=policy))
+
+
+async def _run_stage(
+    name: str,
+    check: Check,
+    ctx: RunContext,
+    transcript: Transcript,
+    deadline: float,
+    log: structlog.typing.FilteringBoundLogger,
+) -> StageResult:
+    mark = len(transcript)
+    t0 = time.monotonic()
+    remaining = deadline - t0
+    try:
+        if remaining <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(remaining):
+            outcome = await check(ctx)
+    except TimeoutError:
+        transcript.note("the run's overall time budget ran out")
+        outcome = Outcome(Status.FAILED, "The run's overall time budget ran out.", kind="budget_exceeded")
+    except Exception as exc:  # a bug of ours must not crash the run or lose the report
+        log.exception("stage_crashed", stage=name, error_type=type(exc).__name__)
+        outcome = Outcome(
+            Status.FAILED,
+            f"The {name} check stopped on an unexpected error ({type(exc).__name__}).",
+            kind="internal_error",
+        )
+    duration_ms = (time.monotonic() - t0) * 1000.0
+    finding = None
+    if outcome.status in (Status.FAILED, Status.WARNING) and outcome.kind:
+        finding = finding_for(name, outcome.kind, ctx.config, outcome.reply_code, outcome.server_text)
+    return StageResult(
+        name=name,
+        status=outcome.status,
+        duration_ms=duration_ms,
+        summary=outcome.summary,
+        facts=outcome.facts,
+        finding=finding,
+        transcript=transcript.since(mark),
+    )

@@ -1,0 +1,65 @@
+"""The protocol transcript: C:/S: lines with offsets, AUTH payloads masked, every line and the total bounded.
+
+Masking happens when a line is recorded, so no later sink can leak what was never stored: the AUTH
+command keeps only its mechanism, and every client line after it is masked until the server answers
+with something other than 334 (the challenge-response exchange is over).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from diag.config import MASK
+from diag.report import TranscriptLine
+
+MAX_LINE_CHARS: Final = 512
+MAX_LINES: Final = 400
+
+
+class Transcript:
+    def __init__(self, started: float | None = None) -> None:
+        self._started = time.monotonic() if started is None else started
+        self._lines: list[TranscriptLine] = []
+        self._in_auth = False
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def since(self, index: int) -> tuple[TranscriptLine, ...]:
+        return tuple(self._lines[index:])
+
+    def client(self, line: str) -> None:
+        verb = line.split(" ", 1)[0].upper()
+        if verb == "AUTH":
+            parts = line.split(" ")
+            line = " ".join(parts[:2] + ([MASK] if len(parts) > 2 else []))
+            self._in_auth = True
+        elif self._in_auth:
+            line = MASK
+        self._add("C", line)
+
+    def server(self, code: int, message: str) -> None:
+        if self._in_auth and code != 334:
+            self._in_auth = False
+        lines = message.splitlines() or [""]
+        for i, text in enumerate(lines):
+            sep = " " if i == len(lines) - 1 else "-"
+            self._add("S", f"{code}{sep}{text}")
+
+    def server_raw(self, text: str) -> None:
+        """Bytes from the server that are not an SMTP reply (an HTTP or SSH banner, garbage)."""
+        self._add("S", text)
+
+    def note(self, text: str) -> None:
+        self._add("*", text)
+
+    def _add(self, direction: str, text: str) -> None:
+        if len(self._lines) >= MAX_LINES:
+            self.dropped += 1
+            return
+        if len(text) > MAX_LINE_CHARS:
+            text = f"{text[:MAX_LINE_CHARS]}… ({len(text)} characters)"
+        t_ms = (time.monotonic() - self._started) * 1000.0
+        self._lines.append(TranscriptLine(t_ms, direction, text))

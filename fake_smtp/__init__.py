@@ -1,0 +1,1 @@
+"""A fake SMTP server on aiosmtpd for offline development and tests."""
