@@ -138,7 +138,9 @@ class EgressPolicy:
             parsed = normalise_address(address)
         except ValueError:
             return f"{address[:100]!r} is not an IP address"
-        shown = str(parsed)
+        spelled = address.strip()[:64]
+        # Name the address as given and as parsed, so "0xA9FEA9FE" is recognisable in a report.
+        shown = str(parsed) if spelled == str(parsed) else f"{spelled} ({parsed})"
         candidates: list[IPAddress] = [parsed]
         if isinstance(parsed, IPv6Address):
             embedded = _embedded_ipv4(parsed)
