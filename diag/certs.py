@@ -1,0 +1,285 @@
+"""Certificates and TLS errors, as the tls stage needs them.
+
+Python 3.11 cannot hand over an unverified chain, so the tls stage shakes hands twice: once verifying
+(`client_context(verify=True)`), keeping any `ssl.SSLCertVerificationError`, and once without verifying
+(`client_context(verify=False)`) to read the leaf with `getpeercert(binary_form=True)`. This module names the
+failure (`trust_kind`, `handshake_kind`) from OpenSSL's own codes and describes the leaf
+(`describe_certificate`) from the certificate itself, never from guesswork.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+TrustKind = Literal[
+    "self_signed", "unknown_issuer", "hostname_mismatch", "expired", "not_yet_valid", "untrusted"
+]
+HandshakeKind = Literal["not_tls", "handshake_failed"]
+
+# OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h); stable across OpenSSL 1.1 and 3.x.
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: Final = 2
+X509_V_ERR_CERT_NOT_YET_VALID: Final = 9
+X509_V_ERR_CERT_HAS_EXPIRED: Final = 10
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: Final = 18
+X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: Final = 19
+X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: Final = 20
+X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: Final = 21
+X509_V_ERR_HOSTNAME_MISMATCH: Final = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH: Final = 64
+
+_TRUST_KIND_BY_CODE: Final[dict[int, TrustKind]] = {
+    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: "self_signed",
+    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: "self_signed",
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unknown_issuer",
+    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unknown_issuer",
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: "unknown_issuer",
+    X509_V_ERR_HOSTNAME_MISMATCH: "hostname_mismatch",
+    X509_V_ERR_IP_ADDRESS_MISMATCH: "hostname_mismatch",
+    X509_V_ERR_CERT_HAS_EXPIRED: "expired",
+    X509_V_ERR_CERT_NOT_YET_VALID: "not_yet_valid",
+}
+
+# Only when verify_code is missing (an error not raised by the ssl module itself): OpenSSL's message texts,
+# in the order that resolves overlaps ("self-signed certificate in certificate chain" before "expired").
+_TRUST_KIND_BY_TEXT: Final[tuple[tuple[str, TrustKind], ...]] = (
+    ("self-signed certificate", "self_signed"),
+    ("self signed certificate", "self_signed"),
+    ("unable to get local issuer certificate", "unknown_issuer"),
+    ("unable to get issuer certificate", "unknown_issuer"),
+    ("unable to verify the first certificate", "unknown_issuer"),
+    ("hostname mismatch", "hostname_mismatch"),
+    ("ip address mismatch", "hostname_mismatch"),
+    ("certificate has expired", "expired"),
+    ("certificate is not yet valid", "not_yet_valid"),
+)
+
+# What OpenSSL says when the bytes after our ClientHello are not a TLS record: the peer speaks plaintext
+# (an SMTP greeting, an HTTP response). Reasons as ssl.SSLError.reason, texts for errors that lost it.
+_PLAINTEXT_REASONS: Final = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST",
+     "HTTPS_PROXY_REQUEST"}
+)
+_PLAINTEXT_TEXTS: Final = (
+    "wrong version number", "record layer failure", "packet length too long", "http request"
+)
+
+_EXPIRY_WARNING_DAYS: Final = 30
+
+
+def client_context(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
+    """A client context: verifying against the system CAs plus `ca_bundle` (PEM text), or not verifying.
+
+    Both variants start from `ssl.create_default_context()` so that the second, non-verifying handshake
+    negotiates the same protocol versions and ciphers as the first.
+    """
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False  # must come before CERT_NONE, or ssl refuses
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if ca_bundle is not None:
+        try:
+            context.load_verify_locations(cadata=ca_bundle)
+        except (ssl.SSLError, ValueError, TypeError) as exc:
+            raise ValueError(f"the CA bundle is not usable PEM certificate text: {exc}") from exc
+    return context
+
+
+def trust_kind(err: ssl.SSLCertVerificationError) -> TrustKind:
+    """Which trust failure OpenSSL reported: by verify code; by message text only when the code is missing."""
+    code = _verify_code(err)
+    if code is not None:
+        return _TRUST_KIND_BY_CODE.get(code, "untrusted")
+    text = _verify_message(err).lower()
+    for needle, kind in _TRUST_KIND_BY_TEXT:
+        if needle in text:
+            return kind
+    return "untrusted"
+
+
+def trust_detail(err: ssl.SSLCertVerificationError) -> dict[str, Any]:
+    """OpenSSL's own words: 18 (self-signed leaf) and 19 (self-signed root in a chain) stay distinct here."""
+    return {"verify_code": _verify_code(err), "verify_message": _verify_message(err)}
+
+
+def handshake_kind(err: BaseException) -> HandshakeKind:
+    """"not_tls" when the peer answered our ClientHello in plaintext; "handshake_failed" for anything else."""
+    if isinstance(err, ssl.SSLError) and not isinstance(err, ssl.SSLCertVerificationError):
+        reason = getattr(err, "reason", None)
+        if isinstance(reason, str) and reason.upper() in _PLAINTEXT_REASONS:
+            return "not_tls"
+        text = str(err).lower()
+        if any(needle in text for needle in _PLAINTEXT_TEXTS):
+            return "not_tls"
+    return "handshake_failed"
+
+
+def expiry_warning_days() -> int:
+    """A valid certificate that expires within this many days earns a warning."""
+    return _EXPIRY_WARNING_DAYS
+
+
+def connection_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any]:
+    """Negotiated protocol and cipher of an established TLS connection."""
+    cipher = ssl_object.cipher()
+    return {
+        "tls_version": ssl_object.version(),
+        "cipher": cipher[0] if cipher else None,
+        "cipher_bits": cipher[2] if cipher else None,
+    }
+
+
+def describe_certificate(der: bytes, hostname: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """JSON-ready facts about a DER certificate, checked against `hostname` (a DNS name or an IP literal).
+
+    Raises ValueError when `der` is not a certificate.
+    """
+    cert = x509.load_der_x509_certificate(der)
+    moment = now if now is not None else datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    not_before = cert.not_valid_before_utc
+    not_after = cert.not_valid_after_utc
+    dns_names, ip_addresses = _subject_alt_names(cert)
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "sans": dns_names + [str(ip) for ip in ip_addresses],
+        "not_before": _iso_utc(not_before),
+        "not_after": _iso_utc(not_after),
+        # Whole days, rounded down: 0 on the last day, negative once expired.
+        "days_left": (not_after - moment).days,
+        "expired": moment > not_after,
+        "not_yet_valid": moment < not_before,
+        "self_signed": _is_self_signed(cert),
+        "hostname_matches": hostname_matches(hostname, dns_names, ip_addresses),
+        "serial": format(cert.serial_number, "X"),
+        "signature_algorithm": _signature_algorithm(cert),
+        "public_key": _public_key_label(cert),
+        "sha256_fingerprint": cert.fingerprint(hashes.SHA256()).hex(":").upper(),
+    }
+
+
+def hostname_matches(
+    hostname: str,
+    dns_names: list[str],
+    ip_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+) -> bool:
+    """RFC 6125 as Python's ssl applies it: IP literals against IP SANs only; names against DNS SANs, with a
+    wildcard only as the whole left-most label, standing for exactly one label. The subject CN is never used
+    (OpenSSL is told never to check it)."""
+    host = hostname.strip().removeprefix("[").removesuffix("]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return ip in ip_addresses
+    host_labels = _normalise_dns_name(host)
+    if host_labels is None:
+        return False
+    return any(_dns_name_matches(host_labels, pattern) for pattern in dns_names)
+
+
+def _dns_name_matches(host_labels: list[str], pattern: str) -> bool:
+    pattern_labels = _normalise_dns_name(pattern, allow_wildcard=True)
+    if pattern_labels is None or len(pattern_labels) != len(host_labels):
+        return False
+    first, *rest = pattern_labels
+    if first == "*":
+        # "*.com" is too broad: OpenSSL wants at least two labels after the wildcard.
+        return len(rest) >= 2 and rest == host_labels[1:]
+    return pattern_labels == host_labels
+
+
+def _normalise_dns_name(name: str, *, allow_wildcard: bool = False) -> list[str] | None:
+    """Lower-case A-label labels without the root dot, or None when the name cannot be a valid DNS name."""
+    name = name.rstrip(".")
+    if not name:
+        return None
+    try:
+        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
+    except UnicodeError:
+        return None
+    labels = ascii_name.lower().split(".")
+    for index, label in enumerate(labels):
+        if not label:
+            return None
+        if "*" in label and not (allow_wildcard and index == 0 and label == "*"):
+            return None  # partial wildcards ("f*.example.com") never match, as in Python's ssl
+    return labels
+
+
+def _subject_alt_names(
+    cert: x509.Certificate,
+) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    ips = [
+        ip
+        for ip in san.get_values_for_type(x509.IPAddress)
+        if isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address)  # IP network SANs do not name a host
+    ]
+    return list(san.get_values_for_type(x509.DNSName)), ips
+
+
+def _is_self_signed(cert: x509.Certificate) -> bool:
+    """Issuer equals subject AND the certificate's signature verifies with its own public key."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _signature_algorithm(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    # cryptography names well-known OIDs as OpenSSL does ("sha256WithRSAEncryption", "ecdsa-with-SHA256").
+    name = getattr(oid, "_name", None)
+    return name if isinstance(name, str) and name != "Unknown OID" else oid.dotted_string
+
+
+def _public_key_label(cert: x509.Certificate) -> str:
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "unknown"
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA {key.key_size}"
+    return type(key).__name__
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _verify_code(err: ssl.SSLCertVerificationError) -> int | None:
+    code = getattr(err, "verify_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _verify_message(err: ssl.SSLCertVerificationError) -> str:
+    message = getattr(err, "verify_message", None)
+    if isinstance(message, str) and message:
+        return message
+    return str(err)
