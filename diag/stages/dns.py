@@ -328,11 +328,11 @@ async def _failure(
         mx = await _mx_records(ctx, qname, servers)
         if mx:
             facts["mx_records"] = mx
+            shown = ", ".join(r.rstrip(".") for r in mx[:MAX_RECORDS_SHOWN])
             return Outcome(
                 Status.FAILED,
-                f"{host} has no address (A/AAAA) records but has mail exchanger (MX) records: "
-                f"{', '.join(r.rstrip('.') for r in mx[:MAX_RECORDS_SHOWN])}. It looks like a mail domain, not the SMTP server's "
-                "host name.",
+                f"{host} has no address (A/AAAA) records but has mail exchanger (MX) records: {shown}. "
+                "It looks like a mail domain, not the SMTP server's host name.",
                 facts,
                 kind="mail_domain_not_host",
             )
