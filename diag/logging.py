@@ -1,0 +1,148 @@
+"""structlog setup: JSON lines for machines, console lines for humans, secrets redacted in both.
+
+One processor chain serves structlog loggers and stdlib loggers (uvicorn, aiosmtpd, asyncio), the latter
+through `ProcessorFormatter`, so every line on the stream is formatted and redacted the same way.
+Tracebacks become dicts *without* local variables: a password in a local must never reach a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, Final, TextIO
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from diag.config import MASK, Secret
+
+SENSITIVE_KEY: Final = re.compile(r"^pass$|pass(word|wd)|secret|token|authorization|api_?key|cookie", re.I)
+# "AUTH PLAIN <payload>" anywhere in a string; the mechanism stays, the payload goes.
+AUTH_LINE: Final = re.compile(r"(?i)\b(AUTH\s+[A-Z0-9_-]+\s+)(\S+)")
+BEARER: Final = re.compile(r"(?i)\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+")
+# An EHLO capability line ("AUTH LOGIN PLAIN CRAM-MD5") lists mechanisms, not a payload: keep it readable.
+SASL_MECHANISMS: Final = frozenset(
+    {
+        "PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "XOAUTH2", "OAUTHBEARER", "GSSAPI", "NTLM",
+        "SCRAM-SHA-1", "SCRAM-SHA-256", "ANONYMOUS", "EXTERNAL",
+    }
+)  # fmt: skip
+MAX_DEPTH: Final = 8
+OUR_HANDLER_NAME: Final = "diag.logging"
+
+
+def redact_text(text: str) -> str:
+    def auth(match: re.Match[str]) -> str:
+        if match.group(2).upper() in SASL_MECHANISMS:
+            return match.group(0)
+        return match.group(1) + MASK
+
+    text = AUTH_LINE.sub(auth, text)
+    return BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth >= MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {k: _redact_item(k, v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(v, depth + 1) for v in value)
+    return value
+
+
+def _redact_item(key: Any, value: Any, depth: int) -> Any:
+    # A flag such as password_set=True carries no secret; anything else under a sensitive name is masked.
+    sensitive = isinstance(key, str) and SENSITIVE_KEY.search(key) is not None
+    if sensitive and value is not None and not isinstance(value, bool):
+        return MASK
+    return redact_value(value, depth)
+
+
+def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Mask secrets by key name, AUTH payloads and bearer tokens in text, and Secret objects."""
+    for key in list(event_dict):
+        if key in ("exc_info", "_record", "_from_structlog"):
+            continue  # the traceback is redacted after dict_tracebacks has turned it into data
+        event_dict[key] = _redact_item(key, event_dict[key], 0)
+    return event_dict
+
+
+def redact_exception(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """Exception messages can quote what failed (an AUTH line, a header): redact the dict traceback too."""
+    if "exception" in event_dict:
+        event_dict["exception"] = redact_value(event_dict["exception"])
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def _final_processors(*, json: bool, stream: TextIO) -> list[Processor]:
+    renderer: Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    return [
+        redact,
+        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+        redact_exception,
+        renderer,
+    ]
+
+
+def configure_logging(*, json: bool, level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging through the same chain. Safe to call again."""
+    out = stream if stream is not None else sys.stderr
+    numeric = logging.getLevelNamesMapping().get(level.upper())
+    if numeric is None:
+        raise ValueError(f"unknown log level {level!r}")
+    shared = _shared_processors()
+    final = _final_processors(json=json, stream=out)
+    structlog.configure(
+        processors=[*shared, *final],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(out)
+    handler.set_name(OUR_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == OUR_HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiosmtpd", "mail.log", "asyncio"):
+        # Let them reach our root handler instead of their own plain-text ones.
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty: Callable[[], bool] | None = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+__all__ = ["configure_logging", "redact", "redact_exception", "redact_text"]

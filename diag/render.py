@@ -1,0 +1,252 @@
+"""Three views of one Report: JSON (the schema), Markdown (for a support ticket) and rich text (the terminal).
+
+Renderers only read the Report and StageResults; they never re-interpret a stage. Server text and facts are
+untrusted, so the rich views build `Text` objects (no console markup is parsed from them) and the Markdown
+view escapes what would break a table or turn into HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from diag.report import Report, StageResult, Status, TranscriptLine
+
+MAX_FACT_CHARS: Final = 200
+MAX_FACTS_PER_STAGE: Final = 20
+
+SYMBOLS: Final = {Status.PASSED: "✔", Status.WARNING: "⚠", Status.FAILED: "✖", Status.SKIPPED: "\u2013"}
+STYLES: Final = {
+    Status.PASSED: "green",
+    Status.WARNING: "yellow",
+    Status.FAILED: "bold red",
+    Status.SKIPPED: "dim",
+}
+MARKDOWN_ICONS: Final = {Status.PASSED: "✅", Status.WARNING: "⚠️", Status.FAILED: "❌", Status.SKIPPED: "⏭️"}
+
+# Facts people look for first; a fact is "key" when its name contains one of these words.
+KEY_FACT_HINTS: Final = (
+    "address",
+    "tls_version",
+    "protocol",
+    "cipher",
+    "subject",
+    "issuer",
+    "days_left",
+    "not_after",
+    "mechanism",
+    "greeting",
+)
+
+
+# --- shared formatting -------------------------------------------------------------------------------------
+
+
+def format_duration(ms: float) -> str:
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def format_fact(value: Any) -> str:
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif value is None:
+        text = "—"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, Mapping):
+        text = ", ".join(f"{k}={format_fact(v)}" for k, v in value.items())
+    elif isinstance(value, list | tuple | set | frozenset):
+        text = ", ".join(format_fact(v) for v in value) or "(none)"
+    else:
+        text = str(value)
+    if len(text) > MAX_FACT_CHARS:
+        text = text[:MAX_FACT_CHARS] + "…"
+    return text
+
+
+def format_transcript_line(line: TranscriptLine) -> str:
+    marker = f"{line.direction}:" if line.direction in ("C", "S") else "* "
+    return f"{'+' + format(line.t_ms, '.0f') + 'ms':>9} {marker} {line.text}"
+
+
+def key_facts(report: Report) -> list[tuple[str, str, str]]:
+    """(stage, fact name, formatted value) for the facts a reader looks for first, in stage order."""
+    out: list[tuple[str, str, str]] = []
+    for stage in report.stages:
+        if stage.status is Status.SKIPPED:
+            continue
+        for name, value in stage.facts.items():
+            if any(hint in name.lower() for hint in KEY_FACT_HINTS):
+                out.append((stage.name, name, format_fact(value)))
+    return out
+
+
+def _limited_facts(stage: StageResult) -> Iterable[tuple[str, str]]:
+    for i, (name, value) in enumerate(stage.facts.items()):
+        if i == MAX_FACTS_PER_STAGE:
+            yield "…", f"{len(stage.facts) - MAX_FACTS_PER_STAGE} more in the JSON report"
+            return
+        yield name, format_fact(value)
+
+
+# --- JSON ---------------------------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False)
+
+
+# --- Markdown -----------------------------------------------------------------------------------------------
+
+
+def md_cell(text: str) -> str:
+    """Make text safe inside a table cell: one line, pipes escaped, no raw HTML."""
+    return md_inline(" ".join(text.split())).replace("|", "\\|")
+
+
+def md_inline(text: str) -> str:
+    """Keep `<user@example.com>` visible: GitHub and friends would swallow it as an HTML tag."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code_span(text: str) -> str:
+    ticks = "`"
+    while ticks in text:
+        ticks += "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def md_code_block(lines: list[str]) -> str:
+    body = "\n".join(lines)
+    fence = "```"
+    while fence in body:  # a server that sends backticks must not close our block
+        fence += "`"
+    return f"{fence}text\n{body}\n{fence}"
+
+
+def to_markdown(report: Report) -> str:
+    host = report.config.get("host", "?")
+    port = report.config.get("port", "?")
+    icon = "✅" if report.valid else "❌"
+    out: list[str] = [
+        f"## {icon} SMTP check: **{report.verdict.upper()}** for {md_code_span(f'{host}:{port}')}",
+        "",
+        f"Run {md_code_span(report.id)} started {report.started_at}, "
+        f"took {format_duration(report.duration_ms)}.",
+        "",
+        "### Configuration",
+        "",
+        "| Setting | Value |",
+        "|---|---|",
+    ]
+    for name, value in report.config.items():
+        if name == "password":  # public_dict never has it; a hand-made dict must not leak it either
+            continue
+        out.append(f"| {md_cell(name)} | {md_cell(format_fact(value))} |")
+    out += ["", "### Stages", "", "| | Stage | Status | Time | Summary |", "|---|---|---|---|---|"]
+    for s in report.stages:
+        out.append(
+            f"| {MARKDOWN_ICONS[s.status]} | {md_cell(s.name)} | {s.status.value} | "
+            f"{format_duration(s.duration_ms)} | {md_cell(s.summary)} |"
+        )
+    for s in report.stages:
+        if s.status in (Status.FAILED, Status.WARNING):
+            out += ["", *_markdown_problem(s)]
+    return "\n".join(out) + "\n"
+
+
+def _markdown_problem(s: StageResult) -> list[str]:
+    out = [f"### {MARKDOWN_ICONS[s.status]} {s.name}: {s.status.value}", "", md_inline(s.summary), ""]
+    if s.finding is not None:
+        out += [
+            f"**Finding:** {md_code_span(s.finding.code)}",
+            "",
+            f"**Cause:** {md_inline(s.finding.cause)}",
+            "",
+            f"**Fix:** {md_inline(s.finding.fix)}",
+            "",
+        ]
+    if s.facts:
+        out.append("**Facts:**")
+        out.append("")
+        out += [f"- {md_code_span(name)}: {md_inline(value)}" for name, value in _limited_facts(s)]
+        out.append("")
+    if s.transcript:
+        out += ["**Transcript:**", "", md_code_block([format_transcript_line(t) for t in s.transcript])]
+    return out
+
+
+# --- rich text ----------------------------------------------------------------------------------------------
+
+
+def render_stage(result: StageResult) -> Text:
+    """One line: status symbol, stage name, duration, summary."""
+    line = Text(no_wrap=False)
+    line.append(f"{SYMBOLS[result.status]} ", style=STYLES[result.status])
+    line.append(f"{result.name:<10}", style="bold")
+    line.append(f"{format_duration(result.duration_ms):>9}  ", style="dim")
+    line.append(result.summary)
+    return line
+
+
+def render_summary(report: Report) -> Panel:
+    """The verdict panel: the first failure's cause and fix up front, then warnings, then key facts."""
+    parts: list[RenderableType] = []
+    failure = report.first_failure
+    if failure is not None:
+        parts.append(Text.assemble(("Failed at ", "bold"), (failure.name, "bold red"), ": ", failure.summary))
+        if failure.finding is not None:
+            parts.append(_cause_and_fix(failure, emphasis="bold red"))
+    else:
+        parts.append(Text("Every stage that ran passed.", style="green"))
+    warnings = report.warnings
+    if warnings:
+        parts.append(Text(""))
+        parts.append(Text(f"Warnings ({len(warnings)}):", style="bold yellow"))
+        for w in warnings:
+            parts.append(Text.assemble(("⚠ ", "yellow"), (w.name, "bold"), ": ", w.summary))
+            if w.finding is not None:
+                parts.append(_cause_and_fix(w, emphasis="yellow"))
+    facts = key_facts(report)
+    if facts:
+        parts.append(Text(""))
+        parts.append(Text("Key facts:", style="bold"))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column()
+        for stage, name, value in facts:
+            grid.add_row(f"{stage}.{name}", Text(value))
+        parts.append(grid)
+    verdict_style = "green" if report.valid else "red"
+    title = Text.assemble(
+        ("Verdict: ", "bold"),
+        (report.verdict.upper(), f"bold {verdict_style}"),
+        f"  {report.config.get('host', '?')}:{report.config.get('port', '?')}",
+        ("  " + format_duration(report.duration_ms), "dim"),
+    )
+    return Panel(Group(*parts), title=title, title_align="left", border_style=verdict_style, box=box.ROUNDED)
+
+
+def _cause_and_fix(stage: StageResult, *, emphasis: str) -> Table:
+    assert stage.finding is not None
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    grid.add_row(Text("  Finding", style="dim"), Text(stage.finding.code, style="dim"))
+    grid.add_row(Text("  Cause", style=emphasis), Text(stage.finding.cause))
+    grid.add_row(Text("  Fix", style="bold green"), Text(stage.finding.fix))
+    return grid
+
+
+def render_report(report: Report) -> Group:
+    return Group(*(render_stage(s) for s in report.stages), Text(""), render_summary(report))
