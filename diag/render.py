@@ -85,6 +85,8 @@ def key_facts(report: Report) -> list[tuple[str, str, str]]:
         if stage.status is Status.SKIPPED:
             continue
         for name, value in stage.facts.items():
+            if value is None or value == [] or value == "":
+                continue
             if any(hint in name.lower() for hint in KEY_FACT_HINTS):
                 out.append((stage.name, name, format_fact(value)))
     return out

@@ -1,0 +1,279 @@
+"""`smtp-diag check | serve | demo`.
+
+Exit codes: 0 the configuration is valid, 1 it is not, 2 a usage error (bad flag or value), 130 Ctrl-C.
+The password never comes from the command line (shell history, `ps`): --password-stdin or --password-env.
+Flags become a dict for `diag.config.parse_config`, the one schema shared with the API; its field errors
+are reported under the flag names people typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Final, NoReturn, TextIO
+
+from diag.config import MAX_CA_BUNDLE_LENGTH, ConfigError, SmtpConfig, TlsMode, parse_config
+
+EXIT_VALID: Final = 0
+EXIT_INVALID: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+PROG: Final = "smtp-diag"
+
+FLAG_FOR_FIELD: Final = {
+    "host": "--host",
+    "port": "--port",
+    "from_email": "--from-email",
+    "username": "--username",
+    "insecure_skip_tls_verify": "--insecure-skip-tls-verify",
+    "tls_mode": "--tls-mode",
+    "ca_bundle": "--ca-file",
+    "timeout_s": "--timeout",
+    "dns_servers": "--dns-server",
+    "recipient": "--recipient",
+    "send_test_message": "--send",
+    "helo_name": "--helo-name",
+}
+
+
+class UsageError(Exception):
+    """A bad command line: one message per problem, printed as `smtp-diag: error: ...`, exit 2."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + error
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Find out why an SMTP configuration fails, and how to fix it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,serve,demo}")
+
+    check = commands.add_parser(
+        "check",
+        help="diagnose one SMTP configuration",
+        description="Run every stage against one SMTP configuration. Exit 0 valid, 1 invalid, 2 usage error.",
+    )
+    target = check.add_argument_group("server")
+    target.add_argument("--host", required=True, help="SMTP server host name or IP address")
+    target.add_argument("--port", required=True, help="SMTP port (25, 465, 587, 2525...)")
+    target.add_argument("--from-email", required=True, help="the From address the application sends as")
+    target.add_argument("--helo-name", help="name to send in EHLO (default: this machine's name)")
+    target.add_argument(
+        "--dns-server", action="append", default=[], metavar="IP", help="resolver to ask (repeatable)"
+    )
+    target.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="per-step timeout in seconds (default: 10)"
+    )
+
+    auth = check.add_argument_group("authentication (the password never goes on the command line)")
+    auth.add_argument("--username", help="SMTP AUTH user name")
+    source = auth.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (one line)"
+    )
+    source.add_argument(
+        "--password-env", metavar="VAR", help="read the password from environment variable VAR"
+    )
+
+    tls = check.add_argument_group("TLS")
+    tls.add_argument(
+        "--tls-mode",
+        default=TlsMode.AUTO.value,
+        metavar="{" + ",".join(m.value for m in TlsMode) + "}",
+        help="auto: implicit TLS on 465, STARTTLS elsewhere (default: auto)",
+    )
+    tls.add_argument("--ca-file", metavar="FILE", help="PEM CA bundle to trust instead of the system CAs")
+    tls.add_argument(
+        "--insecure-skip-tls-verify",
+        action="store_true",
+        help="do not fail on certificate problems (they are still checked and reported as warnings)",
+    )
+
+    envelope = check.add_argument_group("envelope")
+    envelope.add_argument("--recipient", metavar="R", help="test RCPT TO with this address")
+    envelope.add_argument("--send", action="store_true", help="also send a real test message to --recipient")
+
+    output = check.add_argument_group("output")
+    fmt = output.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
+    fmt.add_argument("--markdown", action="store_true", help="print only a Markdown report (for a ticket)")
+    output.add_argument("--log-json", action="store_true", help="emit JSON log lines on stderr")
+    check.set_defaults(handler=_check)
+
+    serve = commands.add_parser("serve", help="run the web service", description="Run the web service.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8025, help="port to listen on (default: 8025)")
+    serve.add_argument("--demo", action="store_true", help="also start bundled fake SMTP servers to try")
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("demo", help="alias of 'serve --demo'", description="Alias of 'serve --demo'.")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8025, help="port to listen on (default: 8025)")
+    demo.set_defaults(handler=_serve, demo=True)
+
+    return parser  # subparsers are _Parser too (argparse uses the parent's class): one-line errors
+
+
+# --- check ------------------------------------------------------------------------------------------------
+
+
+def config_from_args(args: argparse.Namespace, *, stdin: TextIO, environ: dict[str, str]) -> SmtpConfig:
+    """The flags as a config, or UsageError naming the flags that are wrong."""
+    problems: list[str] = []
+    password_flag = "--password-stdin" if args.password_stdin else "--password-env"
+    has_source = args.password_stdin or args.password_env is not None
+    if args.username is not None and not has_source:
+        problems.append("--username needs a password source: --password-stdin or --password-env VAR")
+    if has_source and args.username is None:
+        problems.append(f"{password_flag} needs --username")
+    if args.send and not args.recipient:
+        problems.append("--send needs --recipient")
+    if problems:
+        raise UsageError(*problems)
+
+    data: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "from_email": args.from_email,
+        "username": args.username,
+        "insecure_skip_tls_verify": args.insecure_skip_tls_verify,
+        "tls_mode": args.tls_mode,
+        "dns_servers": args.dns_server,
+        "recipient": args.recipient,
+        "send_test_message": args.send,
+        "helo_name": args.helo_name,
+    }
+    if args.timeout is not None:
+        data["timeout_s"] = args.timeout
+    if args.ca_file is not None:
+        data["ca_bundle"] = _read_ca_file(args.ca_file)
+    if has_source:
+        data["password"] = _read_password(args, stdin, environ)
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        flags = {**FLAG_FOR_FIELD, "password": password_flag}
+        raise UsageError(*(f"{flags.get(e.field, e.field)}: {e.message}" for e in exc.errors)) from None
+
+
+def _read_password(args: argparse.Namespace, stdin: TextIO, environ: dict[str, str]) -> str:
+    if args.password_stdin:
+        line = stdin.readline(MAX_CA_BUNDLE_LENGTH)
+        password = line.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise UsageError("--password-stdin: no password on stdin (expected one line)")
+        return password
+    value = environ.get(args.password_env)
+    if value is None:
+        raise UsageError(f"--password-env: environment variable {args.password_env} is not set")
+    if not value:
+        raise UsageError(f"--password-env: environment variable {args.password_env} is empty")
+    return value
+
+
+def _read_ca_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_CA_BUNDLE_LENGTH + 1)
+    except OSError as exc:
+        raise UsageError(f"--ca-file: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--ca-file: {path} is not a PEM text file") from None
+    if len(text) > MAX_CA_BUNDLE_LENGTH:
+        raise UsageError(f"--ca-file: {path} is larger than {MAX_CA_BUNDLE_LENGTH // 1024} KiB")
+    return text
+
+
+def _check(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    config = config_from_args(args, stdin=stdin, environ=dict(os.environ))
+
+    from diag.logging import configure_logging
+
+    configure_logging(json=args.log_json, level="info" if args.log_json else "warning", stream=stderr)
+    report = asyncio.run(_run_and_show(config, args, stdout))
+    return EXIT_VALID if report.valid else EXIT_INVALID
+
+
+async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: TextIO) -> Any:
+    # Imported here so usage errors and --help stay fast and do not need the engine's dependencies.
+    from rich.console import Console
+
+    from diag import render
+    from diag.report import RunFinished, StageFinished
+    from diag.runner import run_events
+
+    live = not (args.json or args.markdown)
+    console = Console(file=stdout, no_color="NO_COLOR" in os.environ, highlight=False)
+    async for event in run_events(config):
+        if live and isinstance(event, StageFinished):
+            # In a pipe, a long summary stays on one line (grep-able); a terminal wraps it.
+            console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
+            stdout.flush()  # stages appear as they finish, even through a pipe
+        elif isinstance(event, RunFinished):
+            report = event.report
+            if args.json:
+                stdout.write(render.to_json(report) + "\n")
+            elif args.markdown:
+                stdout.write(render.to_markdown(report))
+            else:
+                console.print()
+                console.print(render.render_summary(report))
+            stdout.flush()
+            return report
+    raise AssertionError("run_events ended without RunFinished")  # pragma: no cover
+
+
+# --- serve / demo -----------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    if not 1 <= args.port <= 65535:
+        raise UsageError("--port: must be a whole number from 1 to 65535")
+    try:  # the service is built separately and imported only when asked for
+        serve_module = importlib.import_module("diag.service.serve")
+    except ImportError as exc:
+        stderr.write(f"{PROG}: error: the web service is not available in this installation ({exc})\n")
+        return EXIT_USAGE
+    result = serve_module.main(args.host, args.port, bool(args.demo))
+    return result if isinstance(result, int) else 0
+
+
+# --- entry point ------------------------------------------------------------------------------------------
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.handler(args, stdin=stdin, stdout=stdout, stderr=stderr)
+        return code
+    except UsageError as exc:
+        for message in exc.messages:
+            stderr.write(f"{PROG}: error: {message}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        stderr.write(f"\n{PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
