@@ -1,0 +1,46 @@
+"""A small JSON HTTP API over the captured messages (Starlette; served by uvicorn from FakeSMTP).
+
+    GET    /messages           summaries, oldest first
+    GET    /messages/{id}      one message, with its raw source as text
+    GET    /messages/{id}/raw  the raw source (message/rfc822)
+    DELETE /messages           forget every message
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fake_smtp.mailbox import Mailbox, Message
+
+
+def create_inbox_app(mailbox: Mailbox) -> Starlette:
+    def find(request: Request) -> Message | None:
+        return mailbox.get(request.path_params["message_id"])
+
+    async def list_messages(request: Request) -> Response:
+        return JSONResponse([message.summary() for message in mailbox.snapshot()])
+
+    async def get_message(request: Request) -> Response:
+        message = find(request)
+        if message is None:
+            return JSONResponse({"error": "no such message"}, status_code=404)
+        return JSONResponse({**message.summary(), "raw": message.raw.decode("utf-8", "replace")})
+
+    async def get_raw(request: Request) -> Response:
+        message = find(request)
+        if message is None:
+            return JSONResponse({"error": "no such message"}, status_code=404)
+        return Response(message.raw, media_type="message/rfc822")
+
+    async def delete_messages(request: Request) -> Response:
+        return JSONResponse({"deleted": mailbox.clear()})
+
+    return Starlette(routes=[
+        Route("/messages", list_messages, methods=["GET"]),
+        Route("/messages", delete_messages, methods=["DELETE"]),
+        Route("/messages/{message_id:int}", get_message, methods=["GET"]),
+        Route("/messages/{message_id:int}/raw", get_raw, methods=["GET"]),
+    ])

@@ -1,0 +1,302 @@
+"""FakeSMTP: start and stop the listeners (plain/STARTTLS, implicit TLS, inbox HTTP API).
+
+The server runs its own event loop in a background thread, so the same object serves synchronous code
+(`with FakeSMTP() as srv:`) and asyncio code (`async with FakeSMTP() as srv:`) without blocking the
+caller's loop. We create the listening sockets ourselves (not aiosmtpd's Controller, whose readiness
+probe dials the configured port and so fails with port 0): `start()` returns once they accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+import structlog
+
+from fake_smtp.auth import Credentials
+from fake_smtp.certs import CertFiles, server_context, write_self_signed
+from fake_smtp.faults import Fault, FaultPlan
+from fake_smtp.mailbox import DEFAULT_MAX_MESSAGES, Mailbox, Message
+from fake_smtp.protocol import FakeSMTPProtocol, Runtime
+
+AuthMode = Literal["none", "required"]
+TlsMode = Literal["off", "starttls", "implicit", "both"]
+AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
+TLS_MODES: tuple[str, ...] = get_args(TlsMode)
+DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+IDENT = "ESMTP fake-smtp"
+
+log = structlog.get_logger("fake_smtp")
+
+
+class FakeSMTP:
+    """A fake SMTP server on loopback. Port 0 means an ephemeral port; read `port` after start."""
+
+    def __init__(
+        self,
+        *,
+        auth: AuthMode = "none",
+        tls: TlsMode = "off",
+        username: str = "user",
+        password: str = "password",  # noqa: S107 -- a fake server's documented default
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_port: int = 0,
+        hostname: str = "localhost",
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+        ca_out: str | Path | None = None,
+        require_starttls: bool = False,
+        faults: Iterable[Fault] = (),
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        maildir: str | Path | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        http_port: int | None = None,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        if auth not in AUTH_MODES:
+            raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+        if tls not in TLS_MODES:
+            raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, got {tls!r}")
+        if (cert is None) != (key is None):
+            raise ValueError("cert and key must be given together")
+        if require_starttls and tls not in ("starttls", "both"):
+            raise ValueError("require_starttls needs tls='starttls' or tls='both'")
+        if auth == "required" and not (username and password):
+            raise ValueError("auth='required' needs a username and a password")
+        if max_size is not None and max_size < 1:
+            raise ValueError("max_size must be >= 1 (or None for no limit)")
+        self.auth: AuthMode = auth
+        self.tls: TlsMode = tls
+        self.hostname = hostname
+        self._bind_host = host
+        self._requested = {"smtp": port, "smtps": tls_port, "http": http_port}
+        self._cert_files = None if cert is None or key is None else CertFiles(Path(cert), Path(key))
+        self._ca_out = None if ca_out is None else Path(ca_out)
+        self._max_size = max_size
+        self._idle_timeout = idle_timeout
+        self._runtime = Runtime(
+            faults=FaultPlan(faults),
+            mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir)),
+            credentials=Credentials(username, password) if auth == "required" else None,
+            require_starttls=require_starttls,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[asyncio.Server] = []
+        self._http: Any = None  # uvicorn.Server, imported only when the inbox API is asked for
+        self._http_task: asyncio.Task[None] | None = None
+        self._tempdir: Path | None = None
+        self.port: int = 0
+        self.tls_port: int | None = None
+        self.http_port: int | None = None
+        self.ca_pem: Path | None = None
+
+    def __repr__(self) -> str:
+        return f"FakeSMTP(auth={self.auth!r}, tls={self.tls!r}, host={self.host!r}, port={self.port})"
+
+    # -- what clients and tests use -------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self._bind_host
+
+    @property
+    def http_url(self) -> str | None:
+        return None if self.http_port is None else f"http://{_url_host(self.host)}:{self.http_port}"
+
+    @property
+    def messages(self) -> list[Message]:
+        return self._runtime.mailbox.snapshot()
+
+    @property
+    def mailbox(self) -> Mailbox:
+        return self._runtime.mailbox
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self._runtime.faults.faults
+
+    def clear(self) -> None:
+        self._runtime.mailbox.clear()
+
+    def set_faults(self, faults: Iterable[Fault]) -> None:
+        """Replace the fault rules; sessions already running see the new rules at their next step."""
+        self._runtime.faults.replace(faults)
+
+    def wait_for_messages(self, count: int = 1, timeout: float = 5.0) -> list[Message]:
+        return self._runtime.mailbox.wait_for(count, timeout)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> FakeSMTP:
+        if self._thread is not None:
+            raise RuntimeError("FakeSMTP is already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-smtp", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self._open(), loop).result(timeout=START_TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            if not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=STOP_TIMEOUT)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=STOP_TIMEOUT)
+            self._loop = self._thread = None
+            if self._tempdir is not None:
+                shutil.rmtree(self._tempdir, ignore_errors=True)
+                self._tempdir = None
+            log.info("stopped")
+
+    def __enter__(self) -> FakeSMTP:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeSMTP:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    # -- inside the server's loop ---------------------------------------------------------------
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        context = self._tls_context() if self.tls != "off" else None
+        starttls_context = context if self.tls in ("starttls", "both") else None
+        plain = await loop.create_server(
+            lambda: self._protocol(starttls_context, implicit_tls=False),
+            self._bind_host, self._requested["smtp"],
+        )
+        self._servers.append(plain)
+        self.port = _bound_port(plain)
+        if self.tls in ("implicit", "both"):
+            assert context is not None
+            smtps = await loop.create_server(
+                lambda: self._protocol(None, implicit_tls=True),
+                self._bind_host, self._requested["smtps"], ssl=context,
+            )
+            self._servers.append(smtps)
+            self.tls_port = _bound_port(smtps)
+        if self._requested["http"] is not None:
+            await self._start_http(self._requested["http"])
+        log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
+                 http_port=self.http_port, auth=self.auth, tls=self.tls,
+                 ca_pem=None if self.ca_pem is None else str(self.ca_pem))
+
+    def _protocol(self, starttls_context: ssl.SSLContext | None, *, implicit_tls: bool) -> FakeSMTPProtocol:
+        return FakeSMTPProtocol(
+            self._runtime,
+            implicit_tls=implicit_tls,
+            # Plaintext AUTH only when TLS is off altogether, as real servers do.
+            auth_require_tls=self.tls != "off" and not implicit_tls,
+            hostname=self.hostname,
+            ident=IDENT,
+            tls_context=starttls_context,
+            data_size_limit=self._max_size,
+            timeout=self._idle_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        files = self._cert_files
+        if files is None:
+            self._tempdir = Path(tempfile.mkdtemp(prefix="fake-smtp-"))
+            files = write_self_signed(self.hostname, self._tempdir)
+        context = server_context(files)  # fails early on unreadable or mismatched files
+        if self._ca_out is not None:
+            self._ca_out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(files.cert, self._ca_out)
+            self.ca_pem = self._ca_out
+        else:
+            self.ca_pem = files.cert
+        return context
+
+    async def _start_http(self, port: int) -> None:
+        import uvicorn
+
+        from fake_smtp.inbox_api import create_inbox_app
+
+        sock = socket.socket(_family(self._bind_host), socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._bind_host, port))
+        sock.listen(128)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_inbox_app(self._runtime.mailbox), lifespan="off", log_config=None,
+            access_log=False, log_level="warning",
+        )
+        self._http = uvicorn.Server(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        # The socket already listens, so clients queue; wait until uvicorn serves (or failed).
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise RuntimeError("inbox API stopped during startup")
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("inbox API did not start")
+            await asyncio.sleep(0.01)
+
+    async def _close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for connection in list(self._runtime.connections):
+            connection.abort()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await asyncio.wait_for(self._http_task, STOP_TIMEOUT)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _bound_port(server: asyncio.Server) -> int:
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
