@@ -1,0 +1,580 @@
+"""diag.certs against real TLS handshakes on 127.0.0.1: every trust verdict comes from OpenSSL itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from diag.certs import (
+    client_context,
+    connection_facts,
+    describe_certificate,
+    expiry_warning_days,
+    handshake_kind,
+    hostname_matches,
+    trust_detail,
+    trust_kind,
+)
+from tests import certs
+from tests.certs import CertFiles
+
+STEP_TIMEOUT = 10.0  # bounds every network step; loopback handshakes take milliseconds
+
+
+# ---------------------------------------------------------------- real peers on loopback
+
+
+@asynccontextmanager
+async def tls_server(server_context: ssl.SSLContext) -> AsyncIterator[int]:
+    """A TLS listener on 127.0.0.1 that completes the handshake and hangs up; yields its port."""
+
+    async def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
+            pass  # the client may already be gone
+
+    server = await asyncio.start_server(
+        hang_up, "127.0.0.1", 0, ssl=server_context, ssl_handshake_timeout=STEP_TIMEOUT
+    )
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@asynccontextmanager
+async def plaintext_server(greeting: bytes | None) -> AsyncIterator[int]:
+    """A TCP listener that writes `greeting` and reads what comes back, or (None) closes at once."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if greeting is not None:
+                writer.write(greeting)
+                await writer.drain()
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    await reader.read(4096)  # the ClientHello; the client then gives up
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@dataclass
+class Handshake:
+    leaf_der: bytes
+    facts: dict[str, object]
+
+
+async def shake_hands(port: int, context: ssl.SSLContext, server_hostname: str) -> Handshake:
+    """A full TLS handshake as the tls stage does it: connect to 127.0.0.1, check as `server_hostname`."""
+    async with asyncio.timeout(STEP_TIMEOUT):
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=context,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=STEP_TIMEOUT,
+        )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        assert isinstance(ssl_object, ssl.SSLObject)
+        der = ssl_object.getpeercert(binary_form=True)
+        assert der is not None
+        return Handshake(der, connection_facts(ssl_object))
+    finally:
+        writer.close()
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
+            pass
+
+
+async def verification_error(
+    files: CertFiles, server_hostname: str = "localhost", *, ca_bundle: str | None = None
+) -> ssl.SSLCertVerificationError:
+    async with tls_server(files.server_context()) as port:
+        with pytest.raises(ssl.SSLCertVerificationError) as caught:
+            await shake_hands(port, client_context(ca_bundle=ca_bundle, verify=True), server_hostname)
+    return caught.value
+
+
+async def handshake_error(port: int, context: ssl.SSLContext | None = None) -> BaseException:
+    with pytest.raises((OSError, EOFError)) as caught:
+        await shake_hands(port, context or client_context(ca_bundle=None, verify=True), "localhost")
+    return caught.value
+
+
+# ---------------------------------------------------------------- client_context
+
+
+async def test_valid_chain_passes_when_its_ca_is_given(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    async with tls_server(files.server_context()) as port:
+        context = client_context(ca_bundle=files.ca_pem, verify=True)
+        for server_hostname in ("localhost", "127.0.0.1"):
+            done = await shake_hands(port, context, server_hostname)
+            assert done.leaf_der == files.leaf_der
+    assert str(done.facts["tls_version"]).startswith("TLSv1.")
+    assert isinstance(done.facts["cipher"], str)
+    assert done.facts["cipher"]
+    assert isinstance(done.facts["cipher_bits"], int)
+    assert done.facts["cipher_bits"] >= 128
+
+
+async def test_valid_chain_is_unknown_issuer_without_its_ca(tmp_path: Path) -> None:
+    err = await verification_error(certs.ca_issued(tmp_path))
+    assert trust_kind(err) == "unknown_issuer"
+    assert trust_detail(err)["verify_code"] == 20
+
+
+def test_verifying_context_checks_chain_and_hostname() -> None:
+    context = client_context(ca_bundle=None, verify=True)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert context.cert_store_stats()["x509_ca"] == len(ssl.create_default_context().get_ca_certs())
+
+
+def test_ca_bundle_adds_to_the_system_cas(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    assert files.ca_pem is not None
+    baseline = client_context(ca_bundle=None, verify=True).cert_store_stats()["x509_ca"]
+    with_bundle = client_context(ca_bundle=files.ca_pem, verify=True).cert_store_stats()["x509_ca"]
+    assert with_bundle == baseline + 1
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        "garbage",
+        "",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    ],
+)
+def test_unparsable_ca_bundle_is_a_value_error(bundle: str) -> None:
+    with pytest.raises(ValueError, match="CA bundle"):
+        client_context(ca_bundle=bundle, verify=True)
+
+
+async def test_non_verifying_context_reads_the_leaf_that_verification_rejects(tmp_path: Path) -> None:
+    files = certs.self_signed(tmp_path)
+    context = client_context(ca_bundle=None, verify=False)
+    assert context.verify_mode == ssl.CERT_NONE
+    assert context.check_hostname is False
+    async with tls_server(files.server_context()) as port:
+        done = await shake_hands(port, context, "other.example")
+    assert done.leaf_der == files.leaf_der
+    assert describe_certificate(done.leaf_der, "localhost")["self_signed"] is True
+
+
+# ---------------------------------------------------------------- trust_kind / trust_detail
+
+
+async def test_self_signed_leaf_is_code_18(tmp_path: Path) -> None:
+    err = await verification_error(certs.self_signed(tmp_path))
+    assert trust_kind(err) == "self_signed"
+    detail = trust_detail(err)
+    assert detail == {"verify_code": 18, "verify_message": err.verify_message}
+    assert "self" in detail["verify_message"]
+    assert "signed" in detail["verify_message"]
+    json.dumps(detail)
+
+
+async def test_self_signed_root_sent_in_the_chain_is_code_19(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    assert files.ca_pem is not None
+    # The server sends leaf + its (untrusted) root: OpenSSL then says "self-signed certificate in chain".
+    with_root = tmp_path / "leaf-and-root.pem"
+    with_root.write_text(files.cert_path.read_text() + files.ca_pem)
+    err = await verification_error(CertFiles(with_root, files.key_path, files.ca_pem))
+    assert trust_kind(err) == "self_signed"
+    assert trust_detail(err)["verify_code"] == 19
+
+
+async def test_self_signed_passes_when_trusted_as_bundle(tmp_path: Path) -> None:
+    files = certs.self_signed(tmp_path)
+    async with tls_server(files.server_context()) as port:
+        done = await shake_hands(port, client_context(ca_bundle=files.ca_pem, verify=True), "localhost")
+    assert done.leaf_der == files.leaf_der
+
+
+async def test_unknown_ca_is_code_20_even_with_another_ca_given(tmp_path: Path) -> None:
+    files = certs.unknown_ca(tmp_path)
+    err = await verification_error(files, ca_bundle=files.ca_pem)
+    assert trust_kind(err) == "unknown_issuer"
+    assert trust_detail(err)["verify_code"] == 20
+
+
+async def test_wrong_hostname_is_code_62(tmp_path: Path) -> None:
+    files = certs.wrong_host(tmp_path)
+    err = await verification_error(files, "localhost", ca_bundle=files.ca_pem)
+    assert trust_kind(err) == "hostname_mismatch"
+    assert trust_detail(err)["verify_code"] == 62
+
+
+@pytest.mark.parametrize("server_hostname", ["127.0.0.2", "::1"])
+async def test_ip_not_in_sans_is_code_64(tmp_path: Path, server_hostname: str) -> None:
+    files = certs.ca_issued(tmp_path)  # SANs: localhost, 127.0.0.1
+    err = await verification_error(files, server_hostname, ca_bundle=files.ca_pem)
+    assert trust_kind(err) == "hostname_mismatch"
+    assert trust_detail(err)["verify_code"] == 64
+
+
+async def test_expired_is_code_10(tmp_path: Path) -> None:
+    files = certs.expired(tmp_path)
+    err = await verification_error(files, ca_bundle=files.ca_pem)
+    assert trust_kind(err) == "expired"
+    assert trust_detail(err)["verify_code"] == 10
+
+
+async def test_not_yet_valid_is_code_9(tmp_path: Path) -> None:
+    files = certs.not_yet_valid(tmp_path)
+    err = await verification_error(files, ca_bundle=files.ca_pem)
+    assert trust_kind(err) == "not_yet_valid"
+    assert trust_detail(err)["verify_code"] == 9
+
+
+async def test_expiring_soon_still_verifies(tmp_path: Path) -> None:
+    files = certs.expiring_soon(tmp_path, days=10)
+    async with tls_server(files.server_context()) as port:
+        done = await shake_hands(port, client_context(ca_bundle=files.ca_pem, verify=True), "localhost")
+    facts = describe_certificate(done.leaf_der, "localhost")
+    assert 9 <= facts["days_left"] <= 10
+    assert facts["days_left"] < expiry_warning_days() == 30
+
+
+def _constructed_error(message: str, code: int | None) -> ssl.SSLCertVerificationError:
+    """Built by hand (not by a handshake) to give the verify_code the ssl module always sets."""
+    err = ssl.SSLCertVerificationError(1, message)
+    if code is not None:
+        err.verify_code = code
+        err.verify_message = message
+    return err
+
+
+def test_trust_kind_trusts_the_code_over_the_text() -> None:
+    err = _constructed_error("self-signed certificate", 10)
+    assert trust_kind(err) == "expired"
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(2, "unknown_issuer"), (21, "unknown_issuer"), (24, "untrusted"), (27, "untrusted"), (0, "untrusted")],
+)
+def test_trust_kind_maps_the_other_codes(code: int, kind: str) -> None:
+    assert trust_kind(_constructed_error("some message", code)) == kind
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("certificate verify failed: self-signed certificate in certificate chain", "self_signed"),
+        ("certificate verify failed: unable to get local issuer certificate", "unknown_issuer"),
+        ("Hostname mismatch, certificate is not valid for 'x'.", "hostname_mismatch"),
+        ("certificate verify failed: certificate has expired", "expired"),
+        ("certificate verify failed: certificate is not yet valid", "not_yet_valid"),
+        ("certificate verify failed: something new", "untrusted"),
+    ],
+)
+def test_trust_kind_falls_back_to_the_text_without_a_code(message: str, kind: str) -> None:
+    err = _constructed_error(message, None)
+    assert trust_kind(err) == kind
+    assert trust_detail(err)["verify_code"] is None
+
+
+# ---------------------------------------------------------------- handshake_kind
+
+
+@pytest.mark.parametrize(
+    "greeting",
+    [b"220 smtp ESMTP\r\n", b"HTTP/1.1 400 Bad Request\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n"],
+)
+async def test_plaintext_answer_is_not_tls(greeting: bytes) -> None:
+    async with plaintext_server(greeting) as port:
+        err = await handshake_error(port)
+    assert handshake_kind(err) == "not_tls"
+
+
+async def test_peer_closing_at_once_is_handshake_failed() -> None:
+    async with plaintext_server(None) as port:
+        err = await handshake_error(port)
+    assert handshake_kind(err) == "handshake_failed"
+
+
+@contextmanager
+def blocking_tls_server(server_context: ssl.SSLContext) -> Iterator[int]:
+    """One connection served by the blocking ssl module, which (unlike asyncio's server side) sends its alert
+    before hanging up when the handshake fails."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(STEP_TIMEOUT)
+
+    def serve_one() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        conn.settimeout(STEP_TIMEOUT)
+        with conn, contextlib.suppress(OSError):
+            server_context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        thread.join(STEP_TIMEOUT)
+        listener.close()
+
+
+async def test_protocol_version_alert_is_handshake_failed(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    server_context = files.server_context()
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = client_context(ca_bundle=files.ca_pem, verify=True)
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    with blocking_tls_server(server_context) as port:
+        err = await handshake_error(port, client)
+    assert isinstance(err, ssl.SSLError)
+    assert "ALERT" in str(err.reason)
+    assert handshake_kind(err) == "handshake_failed"
+
+
+async def test_version_mismatch_against_asyncio_server_is_handshake_failed(tmp_path: Path) -> None:
+    """asyncio's server side drops the connection without its alert: the client sees a reset."""
+    files = certs.ca_issued(tmp_path)
+    server_context = files.server_context()
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = client_context(ca_bundle=files.ca_pem, verify=True)
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    async with tls_server(server_context) as port:
+        err = await handshake_error(port, client)
+    assert handshake_kind(err) == "handshake_failed"
+
+
+def test_handshake_kind_of_non_tls_errors() -> None:
+    assert handshake_kind(TimeoutError()) == "handshake_failed"
+    assert handshake_kind(ConnectionResetError()) == "handshake_failed"
+    assert handshake_kind(_constructed_error("certificate verify failed", 18)) == "handshake_failed"
+
+
+# ---------------------------------------------------------------- describe_certificate
+
+
+def _parse_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    assert moment.utcoffset() == timedelta(0)
+    return moment
+
+
+def test_describe_ca_issued(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    assert files.ca_pem is not None
+    cert = x509.load_der_x509_certificate(files.leaf_der)
+    ca = x509.load_pem_x509_certificate(files.ca_pem.encode())
+    facts = describe_certificate(files.leaf_der, "localhost")
+    json.dumps(facts)
+    assert facts["subject"] == cert.subject.rfc4514_string()
+    assert facts["issuer"] == ca.subject.rfc4514_string() != facts["subject"]
+    assert facts["sans"] == ["localhost", "127.0.0.1"]
+    assert facts["self_signed"] is False
+    assert facts["hostname_matches"] is True
+    assert facts["expired"] is False
+    assert facts["not_yet_valid"] is False
+    assert facts["days_left"] > expiry_warning_days()
+    assert _parse_utc(facts["not_before"]) == cert.not_valid_before_utc
+    assert _parse_utc(facts["not_after"]) == cert.not_valid_after_utc
+    assert int(facts["serial"], 16) == cert.serial_number
+    assert facts["public_key"] == "EC secp256r1"
+    assert facts["signature_algorithm"] == "ecdsa-with-SHA256"
+    assert facts["sha256_fingerprint"].replace(":", "").lower() == hashlib.sha256(files.leaf_der).hexdigest()
+
+
+def test_describe_rsa_key(tmp_path: Path) -> None:
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    leaf = ca.issue_cert("localhost", key_type=trustme.KeyType.RSA)
+    pem = leaf.cert_chain_pems[0].bytes()
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    facts = describe_certificate(der, "localhost")
+    assert facts["public_key"] == "RSA 2048"
+    assert facts["signature_algorithm"] == "sha256WithRSAEncryption"
+
+
+def test_describe_self_signed(tmp_path: Path) -> None:
+    facts = describe_certificate(certs.self_signed(tmp_path).leaf_der, "127.0.0.1")
+    assert facts["self_signed"] is True
+    assert facts["issuer"] == facts["subject"]
+    assert facts["hostname_matches"] is True
+    assert 29 <= facts["days_left"] <= 30
+
+
+def test_describe_a_ca_root_as_self_signed(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    assert files.ca_pem is not None
+    root = x509.load_pem_x509_certificate(files.ca_pem.encode()).public_bytes(serialization.Encoding.DER)
+    assert describe_certificate(root, "localhost")["self_signed"] is True
+
+
+def test_same_issuer_and_subject_signed_by_another_key_is_not_self_signed() -> None:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.com")])
+    own_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    forged = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(own_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(other_key, hashes.SHA256())
+    )
+    facts = describe_certificate(forged.public_bytes(serialization.Encoding.DER), "mail.example.com")
+    assert facts["issuer"] == facts["subject"]
+    assert facts["self_signed"] is False
+    assert facts["sans"] == []
+    assert facts["hostname_matches"] is False  # no SANs: the CN is never used, as in Python's ssl
+
+
+def test_describe_expired(tmp_path: Path) -> None:
+    facts = describe_certificate(certs.expired(tmp_path).leaf_der, "localhost")
+    assert facts["expired"] is True
+    assert facts["not_yet_valid"] is False
+    assert facts["days_left"] < 0
+
+
+def test_describe_not_yet_valid(tmp_path: Path) -> None:
+    facts = describe_certificate(certs.not_yet_valid(tmp_path).leaf_der, "localhost")
+    assert facts["not_yet_valid"] is True
+    assert facts["expired"] is False
+    assert facts["days_left"] > 0
+
+
+def test_describe_wrong_host_and_unknown_ca(tmp_path: Path) -> None:
+    wrong = describe_certificate(certs.wrong_host(tmp_path).leaf_der, "localhost")
+    assert wrong["sans"] == ["other.example"]
+    assert wrong["hostname_matches"] is False
+    right = describe_certificate(certs.wrong_host(tmp_path).leaf_der, "other.example")
+    assert right["hostname_matches"] is True
+    assert describe_certificate(certs.unknown_ca(tmp_path).leaf_der, "localhost")["self_signed"] is False
+
+
+def test_describe_at_a_given_moment(tmp_path: Path) -> None:
+    der = certs.ca_issued(tmp_path).leaf_der
+    not_after = x509.load_der_x509_certificate(der).not_valid_after_utc
+    after = describe_certificate(der, "localhost", now=not_after + timedelta(days=1, hours=1))
+    assert after["expired"] is True
+    assert after["days_left"] == -2
+    before = describe_certificate(der, "localhost", now=not_after - timedelta(days=3, hours=1))
+    assert before["expired"] is False
+    assert before["days_left"] == 3
+
+
+def test_describe_rejects_what_is_not_a_certificate() -> None:
+    with pytest.raises(ValueError):
+        describe_certificate(b"not a certificate", "localhost")
+
+
+# ---------------------------------------------------------------- hostname matching
+
+
+@pytest.mark.parametrize(
+    ("hostname", "sans", "expected"),
+    [
+        ("a.example.com", ["*.example.com"], True),
+        ("A.Example.COM", ["*.example.com"], True),
+        ("a.example.com.", ["*.example.com"], True),
+        ("a.b.example.com", ["*.example.com"], False),
+        ("example.com", ["*.example.com"], False),
+        ("a.com", ["*.com"], False),
+        ("foo.example.com", ["f*.example.com"], False),
+        ("mail.example.com", ["MAIL.example.com"], True),
+        ("café.example.com", ["xn--caf-dma.example.com"], True),
+        ("example.com", ["a..example.com", "*"], False),
+        ("", ["example.com"], False),
+        ("127.0.0.1", ["127.0.0.1"], False),  # a DNS SAN spelled like an IP does not count
+        ("127.0.0.1", [], False),
+    ],
+)
+def test_hostname_matches_dns_names(hostname: str, sans: list[str], expected: bool) -> None:
+    assert hostname_matches(hostname, sans, []) is expected
+
+
+@pytest.mark.parametrize(
+    ("hostname", "expected"),
+    [
+        ("::1", True),
+        ("0:0:0:0:0:0:0:1", True),
+        ("[::1]", True),
+        ("::2", False),
+        ("10.0.0.1", True),
+        ("10.0.0.2", False),
+    ],
+)
+def test_hostname_matches_ip_addresses(hostname: str, expected: bool) -> None:
+    ips = [ipaddress.ip_address("::1"), ipaddress.ip_address("10.0.0.1")]
+    assert hostname_matches(hostname, ["localhost"], ips) is expected
+
+
+MATCH_SANS = ("*.example.com", "f*.example.org", "*.com", "mail.example.net", "127.0.0.1", "::1")
+
+
+@pytest.mark.parametrize(
+    "server_hostname",
+    [
+        "a.example.com",
+        "A.EXAMPLE.COM",
+        "a.b.example.com",
+        "example.com",
+        "foo.example.org",
+        "a.com",
+        "mail.example.net",
+        "www.mail.example.net",
+        "127.0.0.1",
+        "127.0.0.2",
+        "::1",
+        "localhost",
+    ],
+)
+async def test_hostname_matches_agrees_with_openssl(tmp_path: Path, server_hostname: str) -> None:
+    """Our matcher against OpenSSL's verdict in a real handshake, on the same certificate."""
+    files = certs.self_signed(tmp_path, MATCH_SANS)
+    predicted = describe_certificate(files.leaf_der, server_hostname)["hostname_matches"]
+    async with tls_server(files.server_context()) as port:
+        context = client_context(ca_bundle=files.ca_pem, verify=True)
+        rejection: ssl.SSLCertVerificationError | None = None
+        try:
+            await shake_hands(port, context, server_hostname)
+        except ssl.SSLCertVerificationError as err:
+            rejection = err
+    assert predicted is (rejection is None)
+    if rejection is not None:
+        assert trust_kind(rejection) == "hostname_mismatch"
