@@ -7,8 +7,9 @@
 
 Unknown names get NXDOMAIN, a known name without the asked type an empty NOERROR answer, names in
 `servfail` SERVFAIL, names in `refused` REFUSED, and names in `drop` no answer at all (to produce
-timeouts). A "CNAME" entry is followed one step when its target is in the zone. Every question received is
-recorded in `queries` as (name, type, transport) so tests can check what the client asked.
+timeouts). An entry "name TYPE" (e.g. "half.test. AAAA") applies to that record type only. A "CNAME"
+entry is followed one step when its target is in the zone. Every question received is recorded
+in `queries` as (name, type, transport) so tests can check what the client asked.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ class DnsResponder:
             _name(name): {rdtype.upper(): list(values) for rdtype, values in records.items()}
             for name, records in zone.items()
         }
-        self.servfail = {_name(n) for n in servfail}
-        self.refused = {_name(n) for n in refused}
-        self.drop = {_name(n) for n in drop}
+        self.servfail = _rules(servfail)
+        self.refused = _rules(refused)
+        self.drop = _rules(drop)
         self.address = address
         self.port = 0
         self.queries: list[tuple[str, str, str]] = []
@@ -75,13 +76,14 @@ class DnsResponder:
         qname, qtype = question.name, question.rdtype
         with self._lock:
             self.queries.append((qname.to_text(), dns.rdatatype.to_text(qtype), transport))
-        if qname in self.drop:
+        rule_keys = {(qname, None), (qname, dns.rdatatype.to_text(qtype))}
+        if rule_keys & self.drop:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
-        if qname in self.servfail:
+        if rule_keys & self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif qname in self.refused:
+        elif rule_keys & self.refused:
             response.set_rcode(dns.rcode.REFUSED)
         elif qname not in self.zone:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -138,15 +140,18 @@ class DnsResponder:
         udp.daemon_threads = True
         self.port = udp.server_address[1]
         self._servers.append(udp)
+        tcp: socketserver.ThreadingTCPServer | None = None
         try:
-            tcp = socketserver.ThreadingTCPServer((self.address, self.port), TcpHandler, bind_and_activate=False)
-            tcp.allow_reuse_address = True
+            tcp = socketserver.ThreadingTCPServer(
+                (self.address, self.port), TcpHandler, bind_and_activate=False
+            )
             tcp.daemon_threads = True
             tcp.server_bind()
             tcp.server_activate()
             self._servers.append(tcp)
         except OSError:
-            tcp.server_close()  # the port is taken for TCP: UDP alone serves every test here
+            if tcp is not None:
+                tcp.server_close()  # the port is taken for TCP: UDP alone serves every test here
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -180,6 +185,15 @@ class DnsResponder:
         wanted = _name(name).to_text()
         with self._lock:
             return [qtype for qname, qtype, _ in self.queries if qname == wanted]
+
+
+def _rules(entries: Iterable[str]) -> set[tuple[dns.name.Name, str | None]]:
+    """ "name" applies to every type, "name TYPE" to that type only."""
+    rules: set[tuple[dns.name.Name, str | None]] = set()
+    for entry in entries:
+        name, _, rdtype = entry.strip().partition(" ")
+        rules.add((_name(name), rdtype.strip().upper() or None))
+    return rules
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes | None:

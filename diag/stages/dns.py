@@ -15,8 +15,9 @@ Failure kinds (finding code "dns.<kind>"):
     policy_denied         the port or every address is denied: no connection will be made
     error                 anything else dnspython raised (named in the summary)
 
-Developer/test knob: the environment variable SMTP_DIAG_DNS_PORT (default 53) sets the port used with
-`config.dns_servers`, so tests can run a DNS server on an unprivileged port.
+Developer/test knobs (environment variables), so tests can run a DNS server on loopback:
+    SMTP_DIAG_DNS_PORT    the port of every DNS server asked (default 53)
+    SMTP_DIAG_RESOLV_CONF the resolv.conf read when no dns_servers are given (default /etc/resolv.conf)
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from diag.report import Status
 from diag.stages.base import Outcome, RunContext
 
 DNS_PORT_ENV: Final = "SMTP_DIAG_DNS_PORT"
+RESOLV_CONF_ENV: Final = "SMTP_DIAG_RESOLV_CONF"
 DEFAULT_DNS_PORT: Final = 53
+DEFAULT_RESOLV_CONF: Final = "/etc/resolv.conf"
 RESOLVER_GRACE_S: Final = 1.0
 MAX_RECORDS_SHOWN: Final = 8  # in a summary; facts keep them all
 
@@ -63,9 +66,12 @@ class Lookup:
 
 
 def make_resolver(
-    servers: tuple[str, ...], timeout: float, port: int = DEFAULT_DNS_PORT
+    servers: tuple[str, ...],
+    timeout: float,
+    port: int = DEFAULT_DNS_PORT,
+    resolv_conf: str = DEFAULT_RESOLV_CONF,
 ) -> dns.asyncresolver.Resolver:
-    """A resolver that asks `servers` on `port`, or the system's resolv.conf servers when none are given.
+    """A resolver that asks `servers` on `port`, or the servers in `resolv_conf` when none are given.
 
     Raises dns.resolver.NoResolverConfiguration when there are no servers and no usable resolv.conf.
     """
@@ -73,18 +79,20 @@ def make_resolver(
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [dns.nameserver.Do53Nameserver(s, port) for s in servers]
     else:
-        resolver = dns.asyncresolver.Resolver(configure=True)
+        resolver = dns.asyncresolver.Resolver(filename=resolv_conf, configure=True)
+        resolver.port = port  # the port for resolv.conf's plain addresses
     resolver.timeout = timeout
     resolver.lifetime = timeout
     resolver.cache = None  # one diagnosis, one fresh answer
     return resolver
 
 
-def dns_port_from_env() -> int:
-    raw = os.environ.get(DNS_PORT_ENV, "")
-    if raw.strip().isdigit() and 1 <= int(raw) <= 65535:
-        return int(raw)
-    return DEFAULT_DNS_PORT
+def resolver_from_env(servers: tuple[str, ...], timeout: float) -> dns.asyncresolver.Resolver:
+    """make_resolver with the developer knobs applied (see the module docstring)."""
+    raw_port = os.environ.get(DNS_PORT_ENV, "").strip()
+    port = int(raw_port) if raw_port.isdigit() and 1 <= int(raw_port) <= 65535 else DEFAULT_DNS_PORT
+    resolv_conf = os.environ.get(RESOLV_CONF_ENV) or DEFAULT_RESOLV_CONF
+    return make_resolver(servers, timeout, port, resolv_conf)
 
 
 async def check(ctx: RunContext) -> Outcome:
@@ -174,7 +182,7 @@ async def _resolve_both(
     ctx: RunContext, qname: dns.name.Name, servers: tuple[str, ...]
 ) -> tuple[Lookup, Lookup]:
     try:
-        resolver = make_resolver(servers, ctx.config.timeout_s, dns_port_from_env())
+        resolver = resolver_from_env(servers, ctx.config.timeout_s)
     except dns.exception.DNSException as exc:  # no resolv.conf: the system fallback may still know it
         detail = f"no DNS resolver configured ({exc})"
         ctx.transcript.note(detail)
@@ -350,7 +358,7 @@ async def _failure(
 async def _mx_records(ctx: RunContext, qname: dns.name.Name, servers: tuple[str, ...]) -> list[str]:
     """MX records as "preference exchange", best first; [] on any failure (the hint is optional)."""
     try:
-        resolver = make_resolver(servers, ctx.config.timeout_s, dns_port_from_env())
+        resolver = resolver_from_env(servers, ctx.config.timeout_s)
     except dns.exception.DNSException:
         return []
     lookup = await _query(ctx, resolver, qname, "MX")
