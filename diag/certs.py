@@ -140,7 +140,9 @@ def connection_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any
 def describe_certificate(der: bytes, hostname: str, *, now: datetime | None = None) -> dict[str, Any]:
     """JSON-ready facts about a DER certificate, checked against `hostname` (a DNS name or an IP literal).
 
-    Raises ValueError when `der` is not a certificate.
+    Raises ValueError only when `der` is not a certificate at all; malformed extensions end up in
+    `sans_error` (with `sans` empty and `hostname_matches` False), and `self_signed` is False when the
+    signature cannot be checked.
     """
     cert = x509.load_der_x509_certificate(der)
     moment = now if now is not None else datetime.now(UTC)
@@ -148,11 +150,17 @@ def describe_certificate(der: bytes, hostname: str, *, now: datetime | None = No
         moment = moment.replace(tzinfo=UTC)
     not_before = cert.not_valid_before_utc
     not_after = cert.not_valid_after_utc
-    dns_names, ip_addresses = _subject_alt_names(cert)
+    try:
+        dns_names, ip_addresses = _subject_alt_names(cert)
+        sans_error = None
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        # A malformed extension from the server: describe the rest, and say so instead of raising.
+        dns_names, ip_addresses, sans_error = [], [], f"unreadable extensions: {exc}"
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "sans": dns_names + [str(ip) for ip in ip_addresses],
+        "sans_error": sans_error,
         "not_before": _iso_utc(not_before),
         "not_after": _iso_utc(not_after),
         # Whole days, rounded down: 0 on the last day, negative once expired.

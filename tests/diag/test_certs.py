@@ -21,7 +21,7 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from diag.certs import (
     client_context,
@@ -405,6 +405,7 @@ def test_describe_ca_issued(tmp_path: Path) -> None:
     assert facts["subject"] == cert.subject.rfc4514_string()
     assert facts["issuer"] == ca.subject.rfc4514_string() != facts["subject"]
     assert facts["sans"] == ["localhost", "127.0.0.1"]
+    assert facts["sans_error"] is None
     assert facts["self_signed"] is False
     assert facts["hostname_matches"] is True
     assert facts["expired"] is False
@@ -496,6 +497,31 @@ def test_describe_at_a_given_moment(tmp_path: Path) -> None:
     before = describe_certificate(der, "localhost", now=not_after - timedelta(days=3, hours=1))
     assert before["expired"] is False
     assert before["days_left"] == 3
+
+
+def test_describe_survives_a_malformed_san_extension() -> None:
+    """A server controls the bytes: a truncated SAN extension must not make the stage raise."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.com")])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    broken_san = x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x82\x05a")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(broken_san, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    facts = describe_certificate(cert.public_bytes(serialization.Encoding.DER), "mail.example.com")
+    json.dumps(facts)
+    assert facts["sans"] == []
+    assert "unreadable" in facts["sans_error"]
+    assert facts["hostname_matches"] is False
+    assert facts["subject"] == "CN=mail.example.com"
 
 
 def test_describe_rejects_what_is_not_a_certificate() -> None:
