@@ -32,6 +32,10 @@ SASL_MECHANISMS: Final = frozenset(
 )  # fmt: skip
 MAX_DEPTH: Final = 8
 OUR_HANDLER_NAME: Final = "diag.logging"
+# Libraries that install their own plain-text handlers: we clear those so their lines reach ours.
+ROUTED_LIBRARY_LOGGERS: Final = (
+    "uvicorn", "uvicorn.error", "uvicorn.access", "aiosmtpd", "mail.log", "asyncio",
+)  # fmt: skip
 
 
 def redact_text(text: str) -> str:
@@ -130,8 +134,7 @@ def configure_logging(*, json: bool, level: str = "info", stream: TextIO | None 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "aiosmtpd", "mail.log", "asyncio"):
-        # Let them reach our root handler instead of their own plain-text ones.
+    for name in ROUTED_LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True

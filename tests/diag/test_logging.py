@@ -1,0 +1,207 @@
+"""Redaction and logging setup: via capture_logs, and via a real configured logger writing to StringIO."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from diag.config import MASK, Secret
+from diag.logging import ROUTED_LIBRARY_LOGGERS, configure_logging, redact, redact_text
+
+PASSWORD = "pw-7b21d4-Planted"
+PLAIN_PAYLOAD = base64.b64encode(f"\0user\0{PASSWORD}".encode()).decode()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put structlog and the root logger back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    libs = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate)
+            for n in ROUTED_LIBRARY_LOGGERS}  # fmt: skip
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, (lib_handlers, propagate) in libs.items():
+        logging.getLogger(name).handlers[:] = lib_handlers
+        logging.getLogger(name).propagate = propagate
+
+
+# --- the processor, through capture_logs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["password", "smtp_password", "passwd", "client_secret", "api_token", "Authorization", "api_key",
+            "apikey", "cookie", "set_cookie"],
+)  # fmt: skip
+def test_sensitive_keys_are_masked(key: str) -> None:
+    with capture_logs(processors=[redact]) as logs:
+        structlog.get_logger().info("login", **{key: PASSWORD}, user="alice")
+    assert logs[0][key] == MASK
+    assert logs[0]["user"] == "alice"
+
+
+def test_flags_about_secrets_are_kept() -> None:
+    with capture_logs(processors=[redact]) as logs:
+        structlog.get_logger().info("cfg", password_set=True, token=None)
+    assert logs[0]["password_set"] is True
+    assert logs[0]["token"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"C: AUTH PLAIN {PLAIN_PAYLOAD}", f"C: AUTH PLAIN {MASK}"),
+        (f"sent auth plain {PLAIN_PAYLOAD} then quit", f"sent auth plain {MASK} then quit"),
+        ("AUTH XOAUTH2 dXNlcj1hQGIuYwFhdXRoPUJlYXJlciB5YTI5AQE=", f"AUTH XOAUTH2 {MASK}"),
+        ("250-AUTH LOGIN PLAIN CRAM-MD5", "250-AUTH LOGIN PLAIN CRAM-MD5"),  # capabilities, not a payload
+        ("AUTH LOGIN", "AUTH LOGIN"),
+        ("Authorization: Bearer abc.def-ghi_jkl", f"Authorization: Bearer {MASK}"),
+        ("Authorization: Basic dXNlcjpwYXNz", f"Authorization: Basic {MASK}"),
+    ],
+)
+def test_redact_text(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+def test_values_are_redacted_in_nested_structures_and_the_event_itself() -> None:
+    with capture_logs(processors=[redact]) as logs:
+        structlog.get_logger().info(
+            f"got AUTH PLAIN {PLAIN_PAYLOAD}",
+            transcript=[{"dir": "C", "text": f"AUTH PLAIN {PLAIN_PAYLOAD}"}],
+            headers={"authorization": "Bearer tok-123", "accept": "text/html"},
+            config={"host": "h", "password": Secret(PASSWORD)},
+        )
+    entry = logs[0]
+    assert PLAIN_PAYLOAD not in repr(entry)
+    assert entry["event"] == f"got AUTH PLAIN {MASK}"
+    assert entry["transcript"] == [{"dir": "C", "text": f"AUTH PLAIN {MASK}"}]
+    assert entry["headers"] == {"authorization": MASK, "accept": "text/html"}
+    assert entry["config"] == {"host": "h", "password": MASK}
+
+
+def test_secret_objects_become_the_mask() -> None:
+    with capture_logs(processors=[redact]) as logs:
+        structlog.get_logger().info("cfg", pw_holder=Secret(PASSWORD))
+    assert logs[0]["pw_holder"] == MASK
+
+
+# --- a real configured logger -------------------------------------------------------------------------------
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_lines_have_level_utc_timestamp_and_context() -> None:
+    stream = io.StringIO()
+    configure_logging(json=True, stream=stream)
+    structlog.contextvars.bind_contextvars(run_id="r-1")
+    try:
+        structlog.get_logger("diag.test").info("stage_finished", stage="dns", password=PASSWORD)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    (line,) = json_lines(stream)
+    assert line["event"] == "stage_finished"
+    assert line["level"] == "info"
+    assert line["run_id"] == "r-1"
+    assert isinstance(line["timestamp"], str)
+    assert line["timestamp"].endswith("Z")
+    assert line["password"] == MASK
+    assert PASSWORD not in stream.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_level_filters_structlog_and_stdlib() -> None:
+    stream = io.StringIO()
+    configure_logging(json=True, level="warning", stream=stream)
+    structlog.get_logger().info("quiet")
+    logging.getLogger("aiosmtpd").info("quiet too")
+    structlog.get_logger().warning("loud")
+    assert [line["event"] for line in json_lines(stream)] == ["loud"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_tracebacks_are_dicts_without_locals_and_redacted() -> None:
+    stream = io.StringIO()
+    configure_logging(json=True, stream=stream)
+
+    def login(password: str) -> None:
+        secret_local = password  # would show up if locals were rendered
+        raise RuntimeError(f"server rejected AUTH PLAIN {PLAIN_PAYLOAD} for {len(secret_local)} chars")
+
+    try:
+        login(PASSWORD)
+    except RuntimeError:
+        structlog.get_logger().exception("stage_crashed")
+    (line,) = json_lines(stream)
+    exc = line["exception"]
+    assert isinstance(exc, list)
+    assert exc[0]["exc_type"] == "RuntimeError"
+    assert exc[0]["exc_value"] == f"server rejected AUTH PLAIN {MASK} for 17 chars"
+    assert all("locals" not in frame for frame in exc[0]["frames"])
+    assert exc[0]["frames"][-1]["name"] == "login"
+    out = stream.getvalue()
+    assert PASSWORD not in out
+    assert PLAIN_PAYLOAD not in out
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_stdlib_loggers_come_out_as_redacted_json() -> None:
+    stream = io.StringIO()
+    configure_logging(json=True, stream=stream)
+    uvicorn = logging.getLogger("uvicorn.error")
+    uvicorn.warning("client sent %s", f"AUTH PLAIN {PLAIN_PAYLOAD}")
+    try:
+        raise ValueError(f"Bearer {PASSWORD}")
+    except ValueError:
+        logging.getLogger("asyncio").exception("task failed")
+    first, second = json_lines(stream)
+    assert first == {
+        "event": f"client sent AUTH PLAIN {MASK}",
+        "level": "warning",
+        "logger": "uvicorn.error",
+        "timestamp": first["timestamp"],
+    }
+    assert second["logger"] == "asyncio"
+    assert second["exception"][0]["exc_value"] == f"Bearer {MASK}"  # type: ignore[index]
+    assert PASSWORD not in stream.getvalue()
+    assert PLAIN_PAYLOAD not in stream.getvalue()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_rendering_for_humans_is_redacted_and_not_json() -> None:
+    stream = io.StringIO()
+    configure_logging(json=False, stream=stream)
+    structlog.get_logger().warning("auth_failed", password=PASSWORD, line=f"AUTH PLAIN {PLAIN_PAYLOAD}")
+    out = stream.getvalue()
+    assert "auth_failed" in out
+    assert MASK in out
+    assert "\x1b[" not in out  # a StringIO is not a terminal: no colours
+    assert PASSWORD not in out
+    assert PLAIN_PAYLOAD not in out
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configuring_twice_does_not_duplicate_stdlib_lines() -> None:
+    stream = io.StringIO()
+    configure_logging(json=True, stream=io.StringIO())
+    configure_logging(json=True, stream=stream)
+    logging.getLogger("aiosmtpd").warning("once")
+    assert [line["event"] for line in json_lines(stream)] == ["once"]
+
+
+def test_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        configure_logging(json=True, level="chatty", stream=io.StringIO())
