@@ -1,0 +1,136 @@
+"""fake-smtp: run the fake SMTP server from the command line until Ctrl-C or SIGTERM.
+
+Prints one line per listener on stdout (stable, for scripts and tests to parse):
+
+    smtp 127.0.0.1 2525
+    smtps 127.0.0.1 2465
+    ca-pem /tmp/fake-smtp-xxxx/cert.pem
+    http http://127.0.0.1:8025
+    ready
+
+Session logs (connect, auth result without password, message accepted, disconnect) go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import NoReturn
+
+import structlog
+
+from fake_smtp.faults import Fault, parse_fault
+from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
+
+DEFAULT_PORT = 2525
+DEFAULT_TLS_PORT = 2465
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r} (0-65535, 0 = any free port)")
+    return int(text)
+
+
+def _fault(text: str) -> Fault:
+    try:
+        return parse_fault(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="fake-smtp", description="A fake SMTP server for offline tests.")
+    parser.add_argument("--auth", choices=AUTH_MODES, default="none")
+    parser.add_argument("--tls", choices=TLS_MODES, default="off")
+    parser.add_argument("--username", default=os.environ.get("FAKE_SMTP_USERNAME", "user"))
+    parser.add_argument("--password", default=os.environ.get("FAKE_SMTP_PASSWORD", "password"),
+                        help="or set FAKE_SMTP_PASSWORD, which keeps it out of the process list")
+    parser.add_argument("--hostname", default="localhost", help="EHLO name and certificate SAN")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="plain/STARTTLS port")
+    parser.add_argument("--tls-port", type=_port, default=DEFAULT_TLS_PORT, help="implicit TLS port")
+    parser.add_argument("--cert", help="certificate PEM (default: a fresh self-signed one)")
+    parser.add_argument("--key", help="private key PEM for --cert")
+    parser.add_argument("--ca-out", help="where to write the PEM clients must trust")
+    parser.add_argument("--require-starttls", action="store_true")
+    parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
+                        help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
+    parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
+    parser.add_argument("--maildir", help="also store each message in this Maildir")
+    parser.add_argument("--max-size", type=_positive, default=DEFAULT_MAX_SIZE, help="bytes (552 above)")
+    parser.add_argument("--max-messages", type=_positive, default=1000)
+    return parser
+
+
+def configure_logging() -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # aiosmtpd's own logger repeats what we log; keep only its errors.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    configure_logging()
+    try:
+        server = FakeSMTP(
+            auth=args.auth, tls=args.tls, username=args.username, password=args.password,
+            hostname=args.hostname, host=args.host, port=args.port, tls_port=args.tls_port,
+            cert=args.cert, key=args.key, ca_out=args.ca_out, require_starttls=args.require_starttls,
+            faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
+            max_messages=args.max_messages,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server.start()
+    except (OSError, ValueError, TimeoutError) as error:
+        print(f"fake-smtp: error: cannot start: {error}", file=sys.stderr)
+        return 1
+    try:
+        print(f"smtp {server.host} {server.port}")
+        if server.tls_port is not None:
+            print(f"smtps {server.host} {server.tls_port}")
+        if server.ca_pem is not None:
+            print(f"ca-pem {server.ca_pem}")
+        if server.http_url is not None:
+            print(f"http {server.http_url}")
+        print("ready", flush=True)
+        stop.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
