@@ -28,7 +28,8 @@ log = structlog.get_logger("diag.runner")
 
 Check = Callable[[RunContext], Awaitable[Outcome]]
 
-# name, check, the stages that must not have failed or been skipped for this one to run
+# name, check, the stages that must have run without failing for this one to run (a stage skipped by
+# choice, such as auth for anonymous SMTP, does not block the next)
 STAGES: Final[tuple[tuple[str, Check, tuple[str, ...]], ...]] = (
     ("config", config_check.check, ()),
     ("dns", dns.check, ("config",)),
@@ -61,13 +62,15 @@ async def run_events(
     deadline = ctx.started + budget_for(config)
     bound = log.bind(run_id=run_id, host=config.host, port=config.port)
     results: dict[str, StageResult] = {}
+    blocked: set[str] = set()  # stages that could not run because something before them failed
     try:
         for name, check, needs in STAGES:
             yield StageStarted(run_id, name)
-            blocked = next((n for n in needs if results[n].status in (Status.FAILED, Status.SKIPPED)), None)
-            if blocked is not None:
-                why = "failed" if results[blocked].status is Status.FAILED else "was skipped"
-                result = StageResult(name, Status.SKIPPED, 0.0, f"Not run: the {blocked} stage {why}.")
+            cause = next((n for n in needs if n in blocked or results[n].status is Status.FAILED), None)
+            if cause is not None:
+                blocked.add(name)
+                why = "failed" if results[cause].status is Status.FAILED else "could not run"
+                result = StageResult(name, Status.SKIPPED, 0.0, f"Not run: the {cause} stage {why}.")
             else:
                 result = await _run_stage(name, check, ctx, transcript, deadline, bound)
             results[name] = result

@@ -1,9 +1,126 @@
-"""Placeholder: being written."""
+"""The `config` stage: is the configuration well-formed and safe, before anything touches the network?
+
+Schema errors (types, ranges, CR/LF/NUL) are stopped earlier by parse_config with a field error. This stage
+also re-checks CR/LF/NUL so a config built by hand in Python can never reach a socket with them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import re
+from typing import Any, Final
+
+from diag.config import FORBIDDEN_CHARACTERS, Secret, SmtpConfig, TlsMode
+from diag.findings import finding_for
+from diag.report import Status
 from diag.stages.base import Outcome, RunContext
+
+HOST_LABEL: Final = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Deliberately simple: one @, a local part without spaces or angle brackets, a dotted domain (or localhost).
+EMAIL: Final = re.compile(r"^[^\s@<>()\[\],;:\"]+@([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])$")
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is not a host name or IP literal, in words for the person who typed it; None when fine."""
+    if not host:
+        return "it is empty"
+    if "://" in host:
+        return "it contains a scheme such as smtp://; enter only the host name"
+    if "@" in host:
+        return "it looks like an e-mail address; enter the SMTP server's host name"
+    if any(c.isspace() for c in host):
+        return "it contains spaces"
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(literal)
+        return None
+    except ValueError:
+        pass
+    if re.fullmatch(r"[^:]+:\d+", host):
+        return "it contains a port; put the port in the port field"
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.split(".")):
+        return "it is not a valid host name (letters, digits, hyphens and dots only)"
+    return None
 
 
 async def check(ctx: RunContext) -> Outcome:
-    return Outcome.passed("not implemented yet")
+    config = ctx.config
+    facts: dict[str, Any] = {
+        "anonymous": config.anonymous,
+        "tls_mode": config.tls_mode.value,
+        "effective_tls_mode": config.effective_tls_mode.value,
+        "insecure_skip_tls_verify": config.insecure_skip_tls_verify,
+    }
+    failure = _failure(config)
+    if failure is not None:
+        kind, detail, summary = failure
+        return Outcome(Status.FAILED, summary, facts, kind=kind, server_text=detail)
+
+    warnings: list[tuple[str, str]] = []  # (kind, detail), most likely to break things first
+    mismatch = (config.port == 465 and config.tls_mode in (TlsMode.STARTTLS, TlsMode.NONE)) or (
+        config.port in (25, 587) and config.tls_mode is TlsMode.IMPLICIT
+    )
+    if mismatch:
+        warnings.append(("port_tls_mismatch", config.tls_mode.value))
+    if config.insecure_skip_tls_verify:
+        warnings.append(("insecure_skip_verify", ""))
+    if config.anonymous:
+        warnings.append(("anonymous", ""))
+    if not warnings:
+        auth = "authenticated" if not config.anonymous else "anonymous"
+        return Outcome.passed(
+            f"Configuration is well-formed ({auth}, TLS mode {config.tls_mode.value}).", **facts
+        )
+
+    kind, detail = warnings[0]
+    if len(warnings) > 1:
+        facts["additional_findings"] = [
+            finding_for("config", k, config, None, d).to_dict() for k, d in warnings[1:]
+        ]
+    names = {
+        "port_tls_mismatch": "TLS mode does not match the port",
+        "insecure_skip_verify": "certificate verification is off",
+        "anonymous": "anonymous SMTP (no username and password)",
+    }
+    summary = "Configuration works but: " + "; ".join(names[k] for k, _ in warnings) + "."
+    return Outcome(Status.WARNING, summary, facts, kind=kind, server_text=detail)
+
+
+def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "ca_bundle":
+            continue  # PEM text is multi-line by nature and never reaches the SMTP socket
+        text = value.reveal() if isinstance(value, Secret) else value
+        texts = text if isinstance(text, tuple) else (text,)
+        if any(isinstance(t, str) and FORBIDDEN_CHARACTERS.search(t) for t in texts):
+            return (
+                "forbidden_characters",
+                f.name,
+                f"The {f.name} field contains CR, LF or NUL characters; nothing was sent.",
+            )
+    problem = host_problem(config.host)
+    if problem:
+        return ("invalid_host", repr(config.host)[:100], f"Outgoing server {config.host!r:.100}: {problem}.")
+    if not 1 <= config.port <= 65535:
+        return ("invalid_port", str(config.port), f"Port {config.port} is outside 1-65535.")
+    if not EMAIL.match(config.from_email):
+        return (
+            "invalid_from_email",
+            repr(config.from_email)[:100],
+            f"From email {config.from_email!r:.100} is not a plain address like name@example.com.",
+        )
+    if bool(config.username) != bool(config.password):
+        given = "username without a password" if config.username else "password without a username"
+        return ("partial_credentials", given, f"A {given} is set; give both or neither.")
+    if config.send_test_message and not config.recipient:
+        return ("invalid_recipient", "", "Sending a test message needs a test recipient.")
+    if config.recipient and not EMAIL.match(config.recipient):
+        return (
+            "invalid_recipient",
+            repr(config.recipient)[:100],
+            f"Test recipient {config.recipient!r:.100} is not a plain address.",
+        )
+    return None

@@ -1,9 +1,239 @@
-"""Placeholder: being written."""
+"""The `connect` stage: TCP to each vetted address in order until one answers, then the 220 greeting.
+
+For implicit TLS the handshake happens here, before the greeting: a verifying handshake first; when only
+the certificate fails, the error is kept and a second, non-verifying connection reads the server (the
+`tls` stage judges the certificate). When the greeting never comes, the wire tells why: a successful TLS
+handshake on a fresh connection means the port wants implicit TLS; an HTTP answer means not SMTP.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import ssl
+from typing import Any, Final
+
+from diag import certs
+from diag.config import TlsMode
+from diag.probe import Probe, ProbeError, open_socket
+from diag.report import Status
 from diag.stages.base import Outcome, RunContext
+
+# Ordered by how much each tells a person: a timeout (firewall) is more telling than a refusal elsewhere.
+CONNECT_KIND_ORDER: Final = ("timeout", "refused", "unreachable", "connect_error")
+SNIFF_LIMIT: Final = 512
+SNIFF_TIMEOUT_S: Final = 2.0
+NOT_SMTP_BANNERS: Final = (
+    (re.compile(r"SSH-\d\.\d"), "an SSH banner"),
+    (re.compile(r"HTTP/\d"), "an HTTP response"),
+    (re.compile(r"(^|: )\* OK", re.I), "an IMAP greeting"),
+    (re.compile(r"(^|: )\+OK"), "a POP3 greeting"),
+)
 
 
 async def check(ctx: RunContext) -> Outcome:
-    return Outcome.passed("not implemented yet")
+    config = ctx.config
+    implicit = config.effective_tls_mode is TlsMode.IMPLICIT
+    attempts: dict[str, str] = {}
+    facts: dict[str, Any] = {"attempts": attempts, "implicit_tls": implicit}
+    last_error: ProbeError | None = None
+    for address in ctx.addresses:
+        try:
+            probe = await _open(ctx, address, implicit)
+        except ProbeError as error:
+            attempts[address] = error.kind
+            ctx.transcript.note(error.message)
+            if error.kind in CONNECT_KIND_ORDER:
+                last_error = error
+                continue  # try the next address, as mail clients do
+            facts["connected_address"] = address
+            return await _after_connect_failure(ctx, address, error, facts)
+        attempts[address] = "connected"
+        facts["connected_address"] = address
+        return _greeted(ctx, probe, facts)
+
+    kinds = set(attempts.values())
+    kind = next((k for k in CONNECT_KIND_ORDER if k in kinds), "connect_error")
+    where = f"{config.host}:{config.port}"
+    summaries = {
+        "timeout": f"No answer from {where} within {config.timeout_s:g} s (tried {len(attempts)} address(es)).",
+        "refused": f"{where} refused the connection (tried {len(attempts)} address(es)).",
+        "unreachable": f"No route to {where}.",
+    }
+    summary = summaries.get(kind, f"Could not connect to {where}: {last_error.message if last_error else ''}")
+    detail = last_error.message if last_error else ""
+    return Outcome(
+        Status.FAILED,
+        summary,
+        facts,
+        kind=kind if kind != "connect_error" else "unreachable",
+        server_text=detail,
+    )
+
+
+async def _open(ctx: RunContext, address: str, implicit: bool) -> Probe:
+    config = ctx.config
+    if not implicit:
+        return await Probe.open(config, ctx.transcript, address)
+    context = certs.client_context(ca_bundle=config.ca_bundle, verify=True)
+    try:
+        return await Probe.open(config, ctx.transcript, address, tls_context=context)
+    except ProbeError as error:
+        if error.kind != "tls_verify":
+            raise
+        ctx.transcript.note("reconnecting without verification to describe the server's certificate")
+        unverified = certs.client_context(ca_bundle=None, verify=False)
+        probe = await Probe.open(config, ctx.transcript, address, tls_context=unverified)
+        assert isinstance(error.cause, ssl.SSLCertVerificationError)
+        probe.verify_error = error.cause
+        return probe
+
+
+def _greeted(ctx: RunContext, probe: Probe, facts: dict[str, Any]) -> Outcome:
+    ctx.probe = probe
+    greeting = probe.greeting
+    facts["greeting"] = str(greeting)
+    facts["greeting_code"] = greeting.code
+    if probe.implicit_tls:
+        facts["tls"] = True
+    where = f"{probe.address}:{ctx.config.port}"
+    if greeting.code != 220:
+        return Outcome(
+            Status.FAILED,
+            f"{where} greeted with {greeting.code}: the server refuses this session.",
+            facts,
+            kind="greeting_rejected",
+            reply_code=greeting.code,
+            server_text=greeting.text,
+        )
+    tls = " over implicit TLS" if probe.implicit_tls else ""
+    return Outcome(Status.PASSED, f"Connected to {where}{tls}; greeting: {str(greeting)[:120]}", facts)
+
+
+async def _after_connect_failure(
+    ctx: RunContext, address: str, error: ProbeError, facts: dict[str, Any]
+) -> Outcome:
+    """TCP worked but the greeting (or implicit TLS handshake) did not: find out what the port speaks."""
+    config = ctx.config
+    where = f"{address}:{config.port}"
+    if error.kind == "tls_handshake":
+        kind = certs.handshake_kind(error.cause) if error.cause else "handshake_failed"
+        if kind == "not_tls":
+            return Outcome(
+                Status.FAILED,
+                f"{where} answered the TLS handshake in plaintext: it speaks plain SMTP "
+                "(STARTTLS), not implicit TLS.",
+                facts,
+                kind="tls.not_tls",
+                server_text=error.message,
+            )
+        return Outcome(
+            Status.FAILED,
+            f"TLS handshake with {where} failed: {error.message}",
+            facts,
+            kind="tls.handshake_failed",
+            server_text=error.message,
+        )
+    if error.kind == "protocol_error":
+        banner = _known_banner(error.message)
+        if banner is None:
+            return Outcome(
+                Status.FAILED,
+                f"{where} sent an invalid greeting: {error.message}",
+                facts,
+                kind="protocol_error",
+                server_text=error.message,
+            )
+        facts["banner"] = banner
+        return Outcome(
+            Status.FAILED,
+            f"{where} is not an SMTP server: it sent {banner}.",
+            facts,
+            kind="not_smtp",
+            server_text=banner,
+        )
+    if error.kind == "disconnected":
+        return Outcome(
+            Status.FAILED, f"{where} closed the connection before greeting.", facts, kind="closed_by_server"
+        )
+    # timeout: silence. Does the port want implicit TLS? Does it speak HTTP?
+    if config.effective_tls_mode is not TlsMode.IMPLICIT and await _answers_tls(ctx, address):
+        facts["implicit_tls_detected"] = True
+        return Outcome(
+            Status.FAILED,
+            f"{where} sent no greeting in {config.timeout_s:g} s but answered a TLS "
+            "handshake: this port uses implicit TLS (SMTPS).",
+            facts,
+            kind="implicit_tls_expected",
+        )
+    answer = await _sniff(ctx, address)
+    if answer is not None:
+        facts["banner"] = answer
+        return Outcome(
+            Status.FAILED,
+            f"{where} is not an SMTP server: it answered {answer}.",
+            facts,
+            kind="not_smtp",
+            server_text=answer,
+        )
+    return Outcome(
+        Status.FAILED,
+        f"{where} accepted the connection but sent no greeting in {config.timeout_s:g} s.",
+        facts,
+        kind="no_greeting",
+    )
+
+
+def _known_banner(text: str) -> str | None:
+    """Name the protocol of a non-SMTP banner (SSH, HTTP, IMAP, POP3) found in a reply or error text."""
+    for pattern, name in NOT_SMTP_BANNERS:
+        match = pattern.search(text)
+        if match:
+            return f"{name} ({text[match.start() : match.start() + 80]!r})"
+    return None
+
+
+async def _answers_tls(ctx: RunContext, address: str) -> bool:
+    config = ctx.config
+    try:
+        sock = await open_socket(address, config.port, config.timeout_s)
+    except ProbeError:
+        return False
+    context = certs.client_context(ca_bundle=None, verify=False)
+    try:
+        async with asyncio.timeout(config.timeout_s):
+            _, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname=config.host)
+    except (OSError, TimeoutError, ssl.SSLError):
+        sock.close()
+        return False
+    ctx.transcript.note(f"a second connection to {address}:{config.port} completed a TLS handshake")
+    writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except (OSError, TimeoutError, ssl.SSLError):
+        pass
+    return True
+
+
+async def _sniff(ctx: RunContext, address: str) -> str | None:
+    """Say QUIT on a silent port and read a little: an HTTP server answers with a status line."""
+    config = ctx.config
+    try:
+        sock = await open_socket(address, config.port, config.timeout_s)
+    except ProbeError:
+        return None
+    reader, writer = await asyncio.open_connection(sock=sock, limit=SNIFF_LIMIT * 2)
+    try:
+        writer.write(b"QUIT\r\n\r\n")
+        ctx.transcript.client("QUIT")
+        async with asyncio.timeout(min(SNIFF_TIMEOUT_S, config.timeout_s)):
+            data = await reader.read(SNIFF_LIMIT)
+    except (OSError, TimeoutError):
+        data = b""
+    finally:
+        writer.close()
+    text = data.decode("utf-8", "replace")
+    if text.strip():
+        ctx.transcript.server_raw(text.splitlines()[0])
+    return _known_banner(text)

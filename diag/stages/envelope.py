@@ -1,17 +1,150 @@
-"""Placeholder: being written."""
+"""The envelope stages: MAIL FROM with the configured From, then optionally RCPT TO and a real message.
+
+MAIL FROM always runs: "connection OK" tools that stop before it pass configurations that fail later on
+the sender. Without a test message the transaction is reset (RSET) so nothing is ever sent by accident.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+from email.message import EmailMessage
+from typing import Final
+
+from diag.probe import ProbeError, Reply
+from diag.report import Status
 from diag.stages.base import Outcome, RunContext
+
+TEST_SUBJECT: Final = "smtp-diag test message"
+
+
+def _enhanced(text: str) -> str:
+    first = text.split(" ", 1)[0]
+    return first if first[:1].isdigit() and first.count(".") == 2 else ""
+
+
+def mail_from_kind(reply: Reply) -> str:
+    enhanced = _enhanced(reply.text)
+    if reply.code == 530 or (enhanced in ("5.7.0", "5.7.57") and "auth" in reply.text.lower()):
+        return "auth_required"
+    if reply.code in (501, 555) or enhanced == "5.5.4" or enhanced == "5.1.7":
+        return "syntax"
+    if 400 <= reply.code < 500:
+        return "temporary"
+    if reply.code in (550, 553, 554, 551) or enhanced.startswith("5.7") or enhanced.startswith("5.1"):
+        return "sender_rejected"
+    return "rejected"
+
+
+def rcpt_kind(reply: Reply) -> str:
+    text = reply.text.lower()
+    enhanced = _enhanced(reply.text)
+    if 400 <= reply.code < 500:
+        return "temporary"
+    if "relay" in text or enhanced == "5.7.1":
+        return "relay_denied"
+    if enhanced in ("5.1.1", "5.1.10") or "unknown" in text or "does not exist" in text or "no such" in text:
+        return "unknown_recipient"
+    return "rejected"
 
 
 async def check_mail_from(ctx: RunContext) -> Outcome:
-    return Outcome.passed("not implemented yet")
+    config = ctx.config
+    probe = ctx.probe
+    assert probe is not None, "the connect stage sets the probe"
+    try:
+        reply = await probe.command(f"MAIL FROM:<{config.from_email}>")
+    except ProbeError as error:
+        return Outcome(
+            Status.FAILED, f"MAIL FROM failed: {error.message}.", kind=error.kind, server_text=error.message
+        )
+    facts = {"mail_from_reply": str(reply), "from_email": config.from_email}
+    if reply.code != 250:
+        return Outcome(
+            Status.FAILED,
+            f"The server refused the sender {config.from_email}: {reply}.",
+            facts,
+            kind=mail_from_kind(reply),
+            reply_code=reply.code,
+            server_text=reply.text,
+        )
+    if not config.recipient:
+        await _reset(ctx)
+    return Outcome.passed(f"The server accepts {config.from_email} as sender.", **facts)
 
 
 async def check_rcpt_to(ctx: RunContext) -> Outcome:
-    return Outcome.skipped("not implemented yet")
+    config = ctx.config
+    if not config.recipient:
+        return Outcome.skipped("No test recipient configured.")
+    probe = ctx.probe
+    assert probe is not None
+    try:
+        reply = await probe.command(f"RCPT TO:<{config.recipient}>")
+    except ProbeError as error:
+        return Outcome(
+            Status.FAILED, f"RCPT TO failed: {error.message}.", kind=error.kind, server_text=error.message
+        )
+    facts = {"rcpt_to_reply": str(reply), "recipient": config.recipient}
+    if reply.code not in (250, 251):
+        return Outcome(
+            Status.FAILED,
+            f"The server refused the recipient {config.recipient}: {reply}.",
+            facts,
+            kind=rcpt_kind(reply),
+            reply_code=reply.code,
+            server_text=reply.text,
+        )
+    if not config.send_test_message:
+        await _reset(ctx)
+    return Outcome.passed(f"The server accepts {config.recipient} as recipient.", **facts)
 
 
 async def check_send(ctx: RunContext) -> Outcome:
-    return Outcome.skipped("not implemented yet")
+    config = ctx.config
+    if not config.send_test_message:
+        return Outcome.skipped("Sending a test message was not requested.")
+    probe = ctx.probe
+    assert probe is not None and config.recipient is not None
+    message = test_message(config.from_email, config.recipient, config.host)
+    try:
+        reply = await probe.data(message)
+    except ProbeError as error:
+        return Outcome(
+            Status.FAILED,
+            f"Sending the test message failed: {error.message}.",
+            kind=error.kind,
+            server_text=error.message,
+        )
+    facts = {"data_reply": str(reply), "message_bytes": len(message)}
+    if reply.code != 250:
+        kind = "too_large" if reply.code == 552 else "temporary" if 400 <= reply.code < 500 else "rejected"
+        return Outcome(
+            Status.FAILED,
+            f"The server refused the test message: {reply}.",
+            facts,
+            kind=kind,
+            reply_code=reply.code,
+            server_text=reply.text,
+        )
+    return Outcome.passed(f"Test message accepted for {config.recipient}: {reply}.", **facts)
+
+
+def test_message(from_email: str, recipient: str, host: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = from_email
+    msg["To"] = recipient
+    msg["Subject"] = TEST_SUBJECT
+    msg["Date"] = email.utils.formatdate(localtime=False)
+    msg["Message-ID"] = email.utils.make_msgid(domain="smtp-diag.invalid")
+    msg.set_content(
+        f"This is a test message sent by smtp-diag to check the SMTP settings for {host}.\n"
+        "If you received it, the configuration can send mail.\n"
+    )
+    return msg.as_bytes()
+
+
+async def _reset(ctx: RunContext) -> None:
+    assert ctx.probe is not None
+    with contextlib.suppress(ProbeError):  # the stage already has its answer; the runner closes the session
+        await ctx.probe.command("RSET")

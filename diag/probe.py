@@ -1,0 +1,290 @@
+"""The SMTP conversation driver: aiosmtplib on a socket we opened to a vetted address.
+
+This is the I/O boundary. Library and socket exceptions are mapped here, once, into `ProbeError(kind)`;
+SMTP replies (any code) come back as `Reply` values, never as exceptions. Every line is recorded in the
+transcript as it is sent or received (AUTH masked by the transcript).
+
+    ProbeError.kind
+      refused | timeout | unreachable | connect_error      the TCP connection (open_socket)
+      greeting_timeout                                      TCP is up, the greeting never came
+      timeout | disconnected | protocol_error               a command on a live session
+      tls_verify (.cause: ssl.SSLCertVerificationError)     certificate verification failed
+      tls_handshake (.cause: ssl.SSLError or OSError)       any other handshake failure
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Final
+
+import aiosmtplib
+from aiosmtplib import SMTPResponse
+
+from diag.config import SmtpConfig
+from diag.transcript import Transcript
+
+UNREACHABLE_ERRNOS: Final = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {' '.join(self.text.split())}"
+
+
+class ProbeError(Exception):
+    def __init__(self, kind: str, message: str, *, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.cause = cause
+
+
+def _tls_error_in(exc: BaseException) -> ssl.SSLError | None:
+    """aiosmtplib wraps handshake errors (SSLError is an OSError) in its own: find the SSL error in the chain."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def map_exception(exc: BaseException, what: str) -> ProbeError:
+    """One place that knows aiosmtplib's and ssl's exception tree."""
+    tls = _tls_error_in(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return ProbeError("tls_verify", f"certificate verification failed: {tls.verify_message}", cause=tls)
+    if tls is not None:
+        return ProbeError("tls_handshake", f"TLS handshake failed: {tls.reason or tls}", cause=tls)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return ProbeError("timeout", f"no reply to {what} within the timeout", cause=exc)
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
+        return ProbeError("protocol_error", f"invalid reply to {what}: {exc.message[:200]}", cause=exc)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError | EOFError):
+        return ProbeError("disconnected", f"the server closed the connection during {what}", cause=exc)
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and isinstance(exc.__cause__, ConnectionError):
+        return ProbeError("disconnected", f"the server closed the connection during {what}", cause=exc)
+    if isinstance(exc, aiosmtplib.SMTPException | OSError):
+        return ProbeError("protocol_error", f"{what} failed: {exc}", cause=exc)
+    raise exc
+
+
+async def open_socket(address: str, port: int, timeout_s: float) -> socket.socket:
+    """A TCP connection to one vetted address, or ProbeError(refused | timeout | unreachable | connect_error)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.get_running_loop().sock_connect(sock, (address, port))
+    except TimeoutError as exc:
+        sock.close()
+        raise ProbeError(
+            "timeout", f"no answer from {address}:{port} within {timeout_s:g} s", cause=exc
+        ) from None
+    except ConnectionRefusedError as exc:
+        sock.close()
+        raise ProbeError("refused", f"{address}:{port} refused the connection", cause=exc) from None
+    except OSError as exc:
+        sock.close()
+        kind = "unreachable" if exc.errno in UNREACHABLE_ERRNOS else "connect_error"
+        raise ProbeError(kind, f"{address}:{port}: {exc.strerror or exc}", cause=exc) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def helo_name(config: SmtpConfig) -> str:
+    return config.helo_name or socket.gethostname() or "smtp-diag.localdomain"
+
+
+class Probe:
+    """One live SMTP session with one address."""
+
+    def __init__(self, smtp: aiosmtplib.SMTP, address: str, transcript: Transcript, greeting: Reply) -> None:
+        self.smtp = smtp
+        self.address = address
+        self.transcript = transcript
+        self.greeting = greeting
+        self.implicit_tls = smtp.use_tls
+        # Set when a verifying handshake failed and this session continues unverified to describe the server.
+        self.verify_error: ssl.SSLCertVerificationError | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        config: SmtpConfig,
+        transcript: Transcript,
+        address: str,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> Probe:
+        """Connect (TCP, then TLS for implicit TLS) and read the greeting, whatever its code."""
+        sock = await open_socket(address, config.port, config.timeout_s)
+        transcript.note(f"connected to {address}:{config.port}")
+        smtp = aiosmtplib.SMTP(
+            sock=sock,
+            hostname=config.host,
+            use_tls=tls_context is not None,
+            start_tls=False,
+            tls_context=tls_context,
+            timeout=config.timeout_s,
+            local_hostname=helo_name(config),
+        )
+        try:
+            response = await smtp.connect()
+            greeting = Reply(response.code, response.message)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            greeting = Reply(exc.code, exc.message)
+        except BaseException as exc:
+            smtp.close()
+            sock.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            error = map_exception(exc, "the greeting")
+            if error.kind == "timeout":  # TCP is up: silence is not a connect timeout, and tells a story
+                error = ProbeError("greeting_timeout", f"no greeting within {config.timeout_s:g} s", cause=exc)
+            transcript.note(error.message)
+            raise error from None
+        probe = cls(smtp, address, transcript, greeting)
+        if tls_context is not None:
+            probe._note_tls()
+        transcript.server(greeting.code, greeting.text)
+        return probe
+
+    @property
+    def tls_active(self) -> bool:
+        return self.smtp.get_transport_info("sslcontext") is not None
+
+    @property
+    def ssl_object(self) -> ssl.SSLObject | None:
+        obj = self.smtp.get_transport_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject) else None
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        return dict(self.smtp.esmtp_extensions)
+
+    @property
+    def auth_mechanisms(self) -> list[str]:
+        return [m.upper() for m in self.smtp.server_auth_methods]
+
+    async def ehlo(self) -> Reply:
+        name = helo_name_of(self.smtp)
+        return await self._call(f"EHLO {name}", self.smtp.ehlo())
+
+    async def helo(self) -> Reply:
+        name = helo_name_of(self.smtp)
+        return await self._call(f"HELO {name}", self.smtp.helo())
+
+    async def starttls(self, context: ssl.SSLContext) -> Reply:
+        self.transcript.client("STARTTLS")
+        try:
+            response = await self.smtp.starttls(tls_context=context)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code < 0:
+                raise self._fail(exc, "STARTTLS") from None
+            self.transcript.server(exc.code, exc.message)
+            return Reply(exc.code, exc.message)
+        except Exception as exc:
+            raise self._fail(exc, "STARTTLS") from None
+        self.transcript.server(response.code, response.message)
+        self._note_tls()
+        return Reply(response.code, response.message)
+
+    async def auth(self, mechanism: str, username: str, password: str) -> Reply:
+        methods = {
+            "PLAIN": self.smtp.auth_plain,
+            "LOGIN": self.smtp.auth_login,
+            "CRAM-MD5": self.smtp.auth_crammd5,
+        }
+        # The transcript masks everything after the mechanism; aiosmtplib sends the payload itself.
+        self.transcript.client(f"AUTH {mechanism} <credentials>")
+        try:
+            response = await methods[mechanism](username, password)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code < 0:
+                raise self._fail(exc, "AUTH") from None
+            self.transcript.server(exc.code, exc.message)
+            return Reply(exc.code, exc.message)
+        except Exception as exc:
+            raise self._fail(exc, "AUTH") from None
+        self.transcript.server(response.code, response.message)
+        return Reply(response.code, response.message)
+
+    async def command(self, line: str) -> Reply:
+        """Any single-line command; the reply whatever its code."""
+        return await self._call(line, self.smtp.execute_command(line.encode("utf-8")))
+
+    async def data(self, message: bytes) -> Reply:
+        self.transcript.client("DATA")
+        try:
+            response = await self.smtp.data(message)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code < 0:
+                raise self._fail(exc, "DATA") from None
+            self.transcript.server(exc.code, exc.message)
+            return Reply(exc.code, exc.message)
+        except Exception as exc:
+            raise self._fail(exc, "DATA") from None
+        self.transcript.note(f"message sent ({len(message)} bytes)")
+        self.transcript.server(response.code, response.message)
+        return Reply(response.code, response.message)
+
+    async def close(self) -> None:
+        """QUIT politely (bounded), then close whatever is left."""
+        if self.smtp.is_connected:
+            try:
+                self.transcript.client("QUIT")
+                response = await self.smtp.quit(timeout=min(2.0, self.smtp.timeout or 2.0))
+                self.transcript.server(response.code, response.message)
+            except Exception:  # noqa: S110 - the session is over either way; nothing to report
+                pass
+        self.smtp.close()
+
+    async def _call(self, line: str, coro: Awaitable[SMTPResponse]) -> Reply:
+        self.transcript.client(line)
+        try:
+            response = await coro
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code < 0:
+                raise self._fail(exc, line.split(" ", 1)[0]) from None
+            self.transcript.server(exc.code, exc.message)
+            return Reply(exc.code, exc.message)
+        except Exception as exc:
+            raise self._fail(exc, line.split(" ", 1)[0]) from None
+        self.transcript.server(response.code, response.message)
+        return Reply(response.code, response.message)
+
+    def _fail(self, exc: BaseException, what: str) -> ProbeError:
+        error = map_exception(exc, what)
+        self.transcript.note(error.message)
+        return error
+
+    def _note_tls(self) -> None:
+        obj = self.ssl_object
+        if obj is not None:
+            cipher = obj.cipher()
+            self.transcript.note(f"TLS established: {obj.version()} {cipher[0] if cipher else ''}".rstrip())
+
+
+def helo_name_of(smtp: aiosmtplib.SMTP) -> str:
+    return smtp.local_hostname or "smtp-diag.localdomain"
