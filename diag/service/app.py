@@ -1,0 +1,100 @@
+"""The app factory: routes, middleware, error handlers and the store's lifecycle.
+
+`create_app(settings)` is what serve.py and the tests use; `app_from_env()` is for uvicorn itself
+(`uvicorn --factory diag.service.app:app_from_env --workers 4`): each worker builds its own app, store
+connection and limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from diag.service import api, page
+from diag.service.middleware import BearerTokenMiddleware, RequestContextMiddleware
+from diag.service.openapi import openapi_document
+from diag.service.state import Services
+from diag.settings import Settings
+from diag.store import ReportStore, SqliteReportStore
+
+log = structlog.get_logger("diag.service")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ReportStore | None = None,
+    presets: list[dict[str, Any]] | None = None,
+) -> Starlette:
+    store = store if store is not None else SqliteReportStore(settings.db_path, retention_days=settings.retention_days)
+    services = Services.build(settings, store, presets)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        purged = await run_in_threadpool(services.store.purge_expired)
+        log.info("service_started", purged_reports=purged, retention_days=settings.retention_days)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(services.store.close)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if await run_in_threadpool(services.store.ping):
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable", "reason": "the report store does not answer"}, 503)
+
+    document = openapi_document(token_required=settings.api_token is not None)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    app = Starlette(
+        routes=[
+            *api.routes,
+            *page.routes(),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/openapi.json", openapi),
+        ],
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(BearerTokenMiddleware, token=settings.api_token),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse({"error": code, "message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    # Only the type: an exception's text or locals could hold what a client sent.
+    log.error("internal_error", error_type=type(exc).__name__)
+    return JSONResponse({"error": "internal_error", "message": "Something went wrong on our side."}, 500)
+
+
+def app_from_env() -> Starlette:
+    from diag.service.serve import configure_service_logging
+
+    settings = Settings.from_env()
+    configure_service_logging(settings.log_level)
+    return create_app(settings)

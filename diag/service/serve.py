@@ -1,0 +1,88 @@
+"""`smtp-diag serve`: settings, logging, optional demo servers, then uvicorn on a socket we bound.
+
+Binding the socket ourselves means the URL printed at start is the real one (port 0 included) and the
+service accepts connections from the moment it is printed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import sys
+from contextlib import ExitStack
+from typing import Any, Final, TextIO
+
+import uvicorn
+
+from diag.settings import Settings, SettingsError, is_loopback_host
+
+CLI_DEFAULT_HOST: Final = "127.0.0.1"
+CLI_DEFAULT_PORT: Final = 8025
+
+
+def configure_service_logging(level: str, stream: TextIO | None = None) -> None:
+    from diag.logging import configure_logging
+
+    configure_logging(json=True, level=level, stream=stream)
+
+
+def url_for(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host.strip("[]"), port), family=family, backlog=256)
+
+
+def with_demo_ports(settings: Settings, ports: frozenset[int]) -> Settings:
+    """The policy must let the demo's loopback ports through, whatever else it says."""
+    allowed = None if settings.allowed_ports is None else settings.allowed_ports | ports
+    allow_networks = settings.allow_networks
+    if allow_networks:
+        allow_networks = (*allow_networks, "127.0.0.1/32")
+    return dataclasses.replace(settings, allowed_ports=allowed, allow_networks=allow_networks)
+
+
+def main(host: str | None = None, port: int | None = None, demo: bool = False, *, err: TextIO = sys.stderr) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"smtp-diag: configuration error: {exc}", file=err)
+        return 2
+    # The CLI's flags have defaults; DIAG_HOST / DIAG_PORT apply when the flags were left at them.
+    host = settings.host if host in (None, CLI_DEFAULT_HOST) else host
+    port = settings.port if port in (None, CLI_DEFAULT_PORT) else port
+    assert host is not None and port is not None
+    configure_service_logging(settings.log_level)
+    if settings.api_token is None and not is_loopback_host(host):
+        print(
+            "\n" + "!" * 78 + f"\n!! WARNING: serving on {host}, reachable from other machines, WITHOUT a token.\n"
+            "!! Anyone who can reach it can make this machine connect to SMTP servers.\n"
+            "!! Set DIAG_API_TOKEN (and DIAG_ALLOW_NETWORKS / DIAG_DENY_NETWORKS).\n" + "!" * 78 + "\n",
+            file=err,
+        )
+    with ExitStack() as stack:
+        presets: list[dict[str, Any]] = []
+        if demo:
+            from diag.service.demo import DemoServers
+
+            servers = stack.enter_context(DemoServers())
+            presets = servers.presets
+            settings = with_demo_ports(settings, servers.ports)
+            print(f"smtp-diag: demo SMTP servers on 127.0.0.1 ports {sorted(servers.ports)}", file=err)
+        try:
+            sock = bind_socket(host, port)
+        except OSError as exc:
+            print(f"smtp-diag: cannot listen on {host}:{port}: {exc.strerror or exc}", file=err)
+            return 1
+        stack.callback(sock.close)
+        from diag.service.app import create_app
+
+        app = create_app(settings, presets=presets)
+        bound_port = sock.getsockname()[1]
+        print(f"smtp-diag: serving on {url_for(host, bound_port)}", file=err, flush=True)
+        config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0

@@ -1,0 +1,38 @@
+"""What the routes share, built once per process by the app factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from diag.policy import EgressPolicy
+from diag.service.limits import RateLimiter, RunGate
+from diag.settings import Settings
+from diag.store import ReportStore
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    store: ReportStore
+    policy: EgressPolicy
+    client_limiter: RateLimiter
+    target_limiter: RateLimiter
+    gate: RunGate
+    presets: list[dict[str, Any]] = field(default_factory=list)  # demo servers offered on the page
+
+    @classmethod
+    def build(cls, settings: Settings, store: ReportStore, presets: list[dict[str, Any]] | None = None) -> Services:
+        return cls(
+            settings=settings,
+            store=store,
+            policy=EgressPolicy(
+                allow_networks=settings.allow_networks,
+                deny_networks=settings.deny_networks,
+                allowed_ports=settings.allowed_ports,
+            ),
+            client_limiter=RateLimiter(settings.rate_limit_per_client),
+            target_limiter=RateLimiter(settings.rate_limit_per_target),
+            gate=RunGate(settings.max_concurrent_runs),
+            presets=list(presets or []),
+        )

@@ -1,0 +1,196 @@
+"""Service settings from DIAG_* environment variables, checked once at start.
+
+A bad value stops the service with a `SettingsError` that names the variable and says what it expects;
+nothing falls back silently. The API token is an `ApiToken`, masked in repr and str like a password.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from diag.config import MASK
+
+DEFAULT_DB_PATH: Final = Path("var/smtp-diag.sqlite3")
+DEFAULT_ALLOWED_PORTS: Final = frozenset({25, 465, 587, 2525})
+MAX_BODY_BYTES: Final = 64 * 1024
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$", re.IGNORECASE)
+_PERIODS: Final = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+                   "h": 3600.0, "hour": 3600.0}
+_MIN_TOKEN_LENGTH: Final = 16
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A DIAG_* variable holds a value the service cannot use; the message names the variable."""
+
+
+class ApiToken:
+    """The bearer token: never printed; compared in constant time."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def matches(self, presented: str) -> bool:
+        return hmac.compare_digest(self._value.encode(), presented.encode())
+
+    def __repr__(self) -> str:
+        return f"ApiToken({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __reduce__(self) -> Any:
+        raise TypeError("ApiToken cannot be pickled")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `count` requests per `period_s` seconds."""
+
+    count: int
+    period_s: float
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period_s:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path = DEFAULT_DB_PATH
+    retention_days: int = 30
+    api_token: ApiToken | None = None
+    allow_networks: tuple[str, ...] = ()
+    deny_networks: tuple[str, ...] = ()
+    allowed_ports: frozenset[int] | None = DEFAULT_ALLOWED_PORTS  # None: every port
+    rate_limit_per_client: Rate = field(default_factory=lambda: Rate(30, 60.0))
+    rate_limit_per_target: Rate = field(default_factory=lambda: Rate(10, 60.0))
+    max_concurrent_runs: int = 16
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = 8025
+    max_body_bytes: int = MAX_BODY_BYTES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        def get(name: str, parse: Callable[[str, str], T], default: T) -> T:
+            raw = environ.get(name)
+            if raw is None or raw.strip() == "":
+                return default
+            return parse(name, raw.strip())
+
+        defaults = cls()
+        return cls(
+            db_path=get("DIAG_DB_PATH", lambda _n, v: Path(v), defaults.db_path),
+            retention_days=get("DIAG_RETENTION_DAYS", _int_range(1, 36500), defaults.retention_days),
+            api_token=get("DIAG_API_TOKEN", _token, None),
+            allow_networks=get("DIAG_ALLOW_NETWORKS", _networks, ()),
+            deny_networks=get("DIAG_DENY_NETWORKS", _networks, ()),
+            allowed_ports=get("DIAG_ALLOWED_PORTS", _ports, defaults.allowed_ports),
+            rate_limit_per_client=get("DIAG_RATE_LIMIT_PER_CLIENT", _rate, defaults.rate_limit_per_client),
+            rate_limit_per_target=get("DIAG_RATE_LIMIT_PER_TARGET", _rate, defaults.rate_limit_per_target),
+            max_concurrent_runs=get("DIAG_MAX_CONCURRENT_RUNS", _int_range(1, 10_000), 16),
+            log_level=get("DIAG_LOG_LEVEL", _log_level, defaults.log_level),
+            host=get("DIAG_HOST", _host, defaults.host),
+            port=get("DIAG_PORT", _int_range(0, 65535), defaults.port),
+        )
+
+
+def _int_range(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {raw[:40]!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _token(name: str, raw: str) -> ApiToken:
+    # The value itself is never echoed in the error: it is a secret even when it is a bad one.
+    if len(raw) < _MIN_TOKEN_LENGTH:
+        raise SettingsError(f"{name} must be at least {_MIN_TOKEN_LENGTH} characters long")
+    if not raw.isprintable() or " " in raw:
+        raise SettingsError(f"{name} must be printable characters without spaces")
+    return ApiToken(raw)
+
+
+def _networks(name: str, raw: str) -> tuple[str, ...]:
+    networks: list[str] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of networks (CIDR), {item[:60]!r} is not one"
+            ) from None
+    return tuple(networks)
+
+
+def _ports(name: str, raw: str) -> frozenset[int] | None:
+    if raw in ("*", "any"):
+        return None
+    ports: set[int] = set()
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not item.isdigit() or not 1 <= int(item) <= 65535:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of ports from 1 to 65535 (or *), {item[:20]!r} is not one"
+            )
+        ports.add(int(item))
+    if not ports:
+        raise SettingsError(f"{name} must name at least one port (or * for any)")
+    return frozenset(ports)
+
+
+def _rate(name: str, raw: str) -> Rate:
+    match = _RATE.match(raw)
+    if match is None or int(match.group(1)) < 1:
+        raise SettingsError(f"{name} must look like 30/min (a positive count per s, min or hour), got {raw[:40]!r}")
+    period = _PERIODS[(match.group(2) or "min").lower()]
+    return Rate(int(match.group(1)), period)
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw[:20]!r}")
+    assert isinstance(logging.getLevelName(level), int)
+    return level
+
+
+def _host(name: str, raw: str) -> str:
+    if any(c.isspace() for c in raw) or len(raw) > 253:
+        raise SettingsError(f"{name} must be a host name or IP address to listen on, got {raw[:40]!r}")
+    return raw
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether listening on `host` keeps the service on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
