@@ -89,7 +89,8 @@ class DnsResponder:
             response.set_rcode(dns.rcode.NXDOMAIN)
         else:
             self._fill(response, qname, dns.rdatatype.to_text(qtype))
-        return response.to_wire()
+        # Records go out in zone order (dnspython shuffles by default), so tests can check order is kept.
+        return response.to_wire(want_shuffle=False)
 
     def _fill(self, response: dns.message.Message, qname: dns.name.Name, qtype: str) -> None:
         records = self.zone[qname]

@@ -9,11 +9,13 @@ Failure kinds (finding code "dns.<kind>"):
     nxdomain              the name does not exist
     no_address            the name exists but has no A or AAAA record
     mail_domain_not_host  no A or AAAA, but MX records: a mail domain was given instead of a server
-    servfail              the resolver failed or refused (SERVFAIL, REFUSED, unreachable)
+    servfail              the resolver failed, refused or answered unusably (SERVFAIL, REFUSED, a
+                          malformed response, a socket error: the detail is in the summary)
     timeout               no answer in time
-    invalid_name          not a valid DNS name (empty label, label over 63 characters...)
+    config.invalid_host   not a valid DNS name (empty label, label over 63 characters...); the config
+                          stage catches these first, this is for callers that skip it
     policy_denied         the port or every address is denied: no connection will be made
-    error                 anything else dnspython raised (named in the summary)
+                          (the policy's reasons are in Outcome.server_text for the finding)
 
 Developer/test knobs (environment variables), so tests can run a DNS server on loopback:
     SMTP_DIAG_DNS_PORT    the port of every DNS server asked (default 53)
@@ -50,7 +52,8 @@ RESOLVER_GRACE_S: Final = 1.0
 MAX_RECORDS_SHOWN: Final = 8  # in a summary; facts keep them all
 
 # Most specific first: when A and AAAA fail differently, the first kind in this order is reported.
-KIND_PRIORITY: Final = ("nxdomain", "invalid_name", "timeout", "servfail", "error", "no_address")
+INVALID_NAME: Final = "config.invalid_host"  # a full code: the finding is the config stage's
+KIND_PRIORITY: Final = ("nxdomain", INVALID_NAME, "timeout", "servfail", "no_address")
 
 
 @dataclass(slots=True)
@@ -111,6 +114,7 @@ async def check(ctx: RunContext) -> Outcome:
                 "addresses": [],
             },
             kind="policy_denied",
+            server_text=port_denied,
         )
 
     literal = parse_ip_literal(host)
@@ -138,7 +142,8 @@ async def check(ctx: RunContext) -> Outcome:
             Status.FAILED,
             f"{host!r} is not a valid host name: {exc}",
             {"ip_literal": False, "resolver": resolver_label, "error": str(exc)},
-            kind="invalid_name",
+            kind=INVALID_NAME,
+            server_text=repr(host)[:100],
         )
 
     a, aaaa = await _resolve_both(ctx, qname, servers)
@@ -217,11 +222,9 @@ async def _query(
     except dns.resolver.NoNameservers as exc:
         lookup.kind, lookup.detail = "servfail", _nameserver_errors(exc)
     except (dns.name.NameTooLong, dns.name.LabelTooLong, dns.name.EmptyLabel) as exc:
-        lookup.kind, lookup.detail = "invalid_name", str(exc)
-    except dns.exception.DNSException as exc:
-        lookup.kind, lookup.detail = "error", f"{type(exc).__name__}: {exc}"
-    except OSError as exc:  # a socket error the resolver did not absorb
-        lookup.kind, lookup.detail = "error", f"{type(exc).__name__}: {exc}"
+        lookup.kind, lookup.detail = INVALID_NAME, str(exc)
+    except (dns.exception.DNSException, OSError) as exc:  # an unusable answer, a socket error
+        lookup.kind, lookup.detail = "servfail", f"{type(exc).__name__}: {exc}"
     lookup.elapsed_ms = (time.monotonic() - t0) * 1000.0
     shown = ", ".join(lookup.records) if lookup.records else lookup.detail or "no records"
     name = qname.to_text(omit_final_dot=True)
@@ -306,7 +309,7 @@ def _vet(
             if not literal
             else f"{what} may not be contacted: {reasons}. No connection was made."
         )
-        return Outcome(Status.FAILED, summary, facts, kind="policy_denied")
+        return Outcome(Status.FAILED, summary, facts, kind="policy_denied", server_text=reasons)
     ctx.addresses = allowed
     if literal:
         summary = f"{host} is an IP address ({allowed[0]}); no DNS lookup needed."

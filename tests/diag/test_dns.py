@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from diag.config import SmtpConfig
+from diag.findings import finding_for
 from diag.policy import EgressPolicy
 from diag.report import Status
 from diag.stages import dns as dns_stage
@@ -85,6 +86,9 @@ async def run_check(ctx: RunContext) -> Outcome:
     async with asyncio.timeout(ctx.config.timeout_s * 2 + 5):  # the stage must be bounded on its own
         outcome = await dns_stage.check(ctx)
     json.dumps(outcome.facts)  # facts must be JSON-serialisable
+    if outcome.kind is not None:  # every failure kind has a row in the findings table
+        finding = finding_for("dns", outcome.kind, ctx.config, outcome.reply_code, outcome.server_text)
+        assert not finding.cause.startswith("Unclassified"), outcome.kind
     return outcome
 
 
@@ -234,7 +238,7 @@ async def test_invalid_name(dns_server: DnsResponder, host: str) -> None:
     ctx = make_ctx(host)
     outcome = await run_check(ctx)
     assert outcome.status is Status.FAILED
-    assert outcome.kind == "invalid_name"
+    assert outcome.kind == "config.invalid_host"
     assert dns_server.queries == []
 
 
@@ -251,6 +255,8 @@ async def test_every_address_denied(dns_server: DnsResponder) -> None:
     assert set(outcome.facts["denied_addresses"]) == {"169.254.169.254", "fd00:ec2::254"}
     assert "cloud metadata" in outcome.summary
     assert "No connection was made" in outcome.summary
+    finding = finding_for("dns", "policy_denied", ctx.config, None, outcome.server_text)
+    assert "169.254.169.254 is link-local (cloud metadata service)" in finding.cause
 
 
 async def test_some_addresses_denied_still_passes(dns_server: DnsResponder) -> None:
@@ -329,3 +335,19 @@ async def test_missing_resolv_conf_still_finds_localhost(
     assert outcome.status is Status.PASSED
     assert outcome.facts["resolved_via"] == "system"
     assert "no DNS resolver configured" in outcome.facts["a_error"]
+
+
+async def test_runner_never_connects_to_a_denied_address(dns_server: DnsResponder) -> None:
+    """Through the whole runner: the dns stage fails on policy, so the connect stage never runs."""
+    from diag.runner import run
+
+    config = SmtpConfig(
+        host="metadata.test", port=587, from_email="app@example.com", dns_servers=("127.0.0.1",), timeout_s=2.0
+    )
+    report = await run(config)
+    stages = {stage.name: stage for stage in report.stages}
+    assert stages["dns"].status is Status.FAILED
+    assert stages["dns"].finding is not None
+    assert stages["dns"].finding.code == "dns.policy_denied"
+    assert stages["connect"].status is Status.SKIPPED
+    assert any("egress policy" in line.text for line in stages["dns"].transcript)
