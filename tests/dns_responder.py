@@ -3,7 +3,7 @@
     zone = {"smtp.test.": {"A": ["127.0.0.1"], "AAAA": ["::1"]},
             "maildomain.test.": {"MX": ["10 mx.maildomain.test."]}}
     with DnsResponder(zone, servfail={"broken.test."}, drop={"slow.test."}) as dns:
-        ...  # query dns.address on dns.port
+        ...  # query dns.address on dns.port, or point_dns_stage_at(dns, monkeypatch) for the dns stage
 
 Unknown names get NXDOMAIN, a known name without the asked type an empty NOERROR answer, names in
 `servfail` SERVFAIL, names in `refused` REFUSED, and names in `drop` no answer at all (to produce
@@ -19,6 +19,7 @@ import socketserver
 import struct
 import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 
 import dns.flags
@@ -27,6 +28,7 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
+import pytest
 
 Zone = Mapping[str, Mapping[str, Iterable[str]]]
 
@@ -186,6 +188,20 @@ class DnsResponder:
         wanted = _name(name).to_text()
         with self._lock:
             return [qtype for qname, qtype, _ in self.queries if qname == wanted]
+
+
+def point_dns_stage_at(
+    responder: DnsResponder, monkeypatch: pytest.MonkeyPatch, system_dir: Path | None = None
+) -> None:
+    """Make diag.stages.dns ask `responder`: for configs with dns_servers=("127.0.0.1",), and, when
+    `system_dir` is given, also for configs without dns_servers (a resolv.conf written there)."""
+    from diag.stages import dns as dns_stage
+
+    monkeypatch.setenv(dns_stage.DNS_PORT_ENV, str(responder.port))
+    if system_dir is not None:
+        resolv_conf = system_dir / "resolv.conf"
+        resolv_conf.write_text(f"nameserver {responder.address}\n")
+        monkeypatch.setenv(dns_stage.RESOLV_CONF_ENV, str(resolv_conf))
 
 
 def _rules(entries: Iterable[str]) -> set[tuple[dns.name.Name, str | None]]:

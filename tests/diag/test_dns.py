@@ -21,7 +21,7 @@ from diag.report import Status
 from diag.stages import dns as dns_stage
 from diag.stages.base import Outcome, RunContext
 from diag.transcript import Transcript
-from tests.dns_responder import DnsResponder
+from tests.dns_responder import DnsResponder, point_dns_stage_at
 
 ZONE = {
     "smtp.test.": {"A": ["127.0.0.3", "127.0.0.2"], "AAAA": ["::1"]},
@@ -52,7 +52,7 @@ def responder() -> Iterator[DnsResponder]:
 @pytest.fixture
 def dns_server(responder: DnsResponder, monkeypatch: pytest.MonkeyPatch) -> DnsResponder:
     """The responder, with the stage pointed at its port and its query log cleared for this test."""
-    monkeypatch.setenv(dns_stage.DNS_PORT_ENV, str(responder.port))
+    point_dns_stage_at(responder, monkeypatch)
     responder.queries.clear()
     return responder
 
@@ -60,10 +60,8 @@ def dns_server(responder: DnsResponder, monkeypatch: pytest.MonkeyPatch) -> DnsR
 @pytest.fixture
 def system_resolv_conf(dns_server: DnsResponder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A resolv.conf naming the responder, used as "the system's" configuration."""
-    path = tmp_path / "resolv.conf"
-    path.write_text(f"nameserver {dns_server.address}\n")
-    monkeypatch.setenv(dns_stage.RESOLV_CONF_ENV, str(path))
-    return path
+    point_dns_stage_at(dns_server, monkeypatch, tmp_path)
+    return tmp_path / "resolv.conf"
 
 
 def make_ctx(
