@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import os
 import sys
@@ -261,7 +262,8 @@ def main(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        with contextlib.redirect_stdout(stdout):  # --help goes to the stdout we were given
+            args = build_parser().parse_args(argv)
         code: int = args.handler(args, stdin=stdin, stdout=stdout, stderr=stderr)
         return code
     except UsageError as exc:

@@ -95,11 +95,9 @@ def _shared_processors() -> list[Processor]:
 
 
 def _final_processors(*, json: bool, stream: TextIO) -> list[Processor]:
-    renderer: Processor
-    if json:
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    renderer: Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    )
     return [
         redact,
         structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),

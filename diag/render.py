@@ -31,19 +31,15 @@ STYLES: Final = {
 }
 MARKDOWN_ICONS: Final = {Status.PASSED: "✅", Status.WARNING: "⚠️", Status.FAILED: "❌", Status.SKIPPED: "⏭️"}
 
-# Facts people look for first; a fact is "key" when its name contains one of these words.
-KEY_FACT_HINTS: Final = (
-    "address",
-    "tls_version",
-    "protocol",
-    "cipher",
-    "subject",
-    "issuer",
-    "days_left",
-    "not_after",
-    "mechanism",
-    "greeting",
-)
+# Facts people look for first, by the names the stages give them; the JSON report has all of them.
+KEY_FACTS: Final = frozenset(
+    {
+        "addresses", "denied_addresses", "mx_records", "connected_address", "greeting", "banner",
+        "implicit_tls_detected", "auth_mechanisms", "tls_version", "cipher", "certificate_subject",
+        "certificate_issuer", "certificate_sans", "certificate_days_left", "certificate_not_after",
+        "verified", "verify_message", "after_tls_auth_mechanisms", "auth_mechanism_used",
+    }
+)  # fmt: skip
 
 
 # --- shared formatting -------------------------------------------------------------------------------------
@@ -85,9 +81,8 @@ def key_facts(report: Report) -> list[tuple[str, str, str]]:
         if stage.status is Status.SKIPPED:
             continue
         for name, value in stage.facts.items():
-            if value is None or value == [] or value == "":
-                continue
-            if any(hint in name.lower() for hint in KEY_FACT_HINTS):
+            empty = value is None or (isinstance(value, str | list | tuple | dict) and not value)
+            if name in KEY_FACTS and not empty:
                 out.append((stage.name, name, format_fact(value)))
     return out
 

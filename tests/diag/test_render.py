@@ -35,7 +35,12 @@ def sample_report() -> Report:
                 Status.WARNING,
                 40.0,
                 "Certificate expires soon | renew it",
-                facts={"tls_version": "TLSv1.3", "cert_subject": "CN=smtp.example.com", "cert_days_left": 9},
+                facts={
+                    "tls_version": "TLSv1.3",
+                    "certificate_subject": "CN=smtp.example.com",
+                    "certificate_days_left": 9,
+                    "certificate_serial": "0A",
+                },
                 finding=Finding("tls.expires_soon", "The certificate expires in 9 days.", "Renew it."),
             ),
             StageResult(
@@ -43,7 +48,7 @@ def sample_report() -> Report:
                 Status.FAILED,
                 55.0,
                 "The server rejected the user name or password (535).",
-                facts={"auth_mechanisms": ["PLAIN", "LOGIN"], "reply_code": 535},
+                facts={"auth_mechanism_used": "PLAIN", "reply_code": 535},
                 finding=Finding(
                     "auth.bad_credentials",
                     "The server does not accept this user name and password.",
@@ -129,7 +134,8 @@ def test_markdown_details_failed_and_warning_stages_only() -> None:
     assert "**Finding:** `auth.bad_credentials`" in auth
     assert "**Cause:** The server does not accept this user name and password." in auth
     assert "**Fix:** Check the password; Gmail needs an app password." in auth
-    assert "- `auth_mechanisms`: PLAIN, LOGIN" in auth
+    assert "- `auth_mechanism_used`: PLAIN" in auth
+    assert "- `reply_code`: 535" in auth
 
 
 def test_markdown_transcript_is_a_fenced_block_with_offsets_that_server_text_cannot_close() -> None:
@@ -205,12 +211,13 @@ def test_summary_puts_first_failure_cause_and_fix_first_then_warnings_then_key_f
         "192.0.2.10",
         "TLSv1.3",
         "CN=smtp.example.com",
-        "auth.auth_mechanisms",
-        "PLAIN, LOGIN",
+        "tls.certificate_days_left",
+        "auth.auth_mechanism_used",
     ]
     positions = [text.index(s) for s in order]
     assert positions == sorted(positions)
     assert "denied_addresses" not in text  # empty facts are noise
+    assert "certificate_serial" not in text  # not a key fact: it stays in the JSON report
 
 
 def test_summary_of_a_valid_report_says_so() -> None:

@@ -1,0 +1,368 @@
+"""`smtp-diag`: exit codes, output modes, live output, Ctrl-C and secrets, as a real process against a real peer.
+
+Usage errors are checked in-process through `main(argv, ...)` (they never touch the network); everything that
+runs a diagnosis runs `python -m diag.cli` as a subprocess against FakeSMTP or a real loopback socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from diag.cli import main
+from diag.report import STAGE_NAMES, Report
+from fake_smtp import FakeSMTP
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "pw-9f3c1e-Planted"
+USER = "u"
+# Every spelling a leaked password could take: itself, base64 of it, and the AUTH PLAIN / LOGIN payloads.
+LEAK_FORMS = (
+    PASSWORD,
+    base64.b64encode(PASSWORD.encode()).decode(),
+    base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
+    base64.b64encode(f"{USER}\0{USER}\0{PASSWORD}".encode()).decode(),
+)
+
+
+def free_port() -> int:
+    """A port nothing listens on: bind to get one from the kernel, then close it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_DIAG_TEST_")}
+    env.update(COLUMNS="200", NO_COLOR="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "diag.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env or cli_env(),
+        timeout=50,
+        check=False,
+    )
+
+
+def check_args(host: str, port: int, *extra: str) -> list[str]:
+    return ["check", "--host", host, "--port", str(port), "--from-email", "app@example.com",
+            "--timeout", "5", *extra]  # fmt: skip
+
+
+def assert_no_leak(*outputs: str) -> None:
+    for out in outputs:
+        for form in LEAK_FORMS:
+            assert form not in out
+
+
+# --- usage errors (exit 2), in-process ----------------------------------------------------------------------
+
+
+def run_main(argv: list[str], stdin: str = "", environ: dict[str, str] | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+BASE = ["check", "--host", "smtp.example.com", "--port", "587", "--from-email", "a@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["check", "--host", "h", "--port", "0", "--from-email", "a@b.c"], "--port"),
+        (["check", "--host", "h", "--port", "abc", "--from-email", "a@b.c"], "--port"),
+        (["check", "--host", "h", "--port", "70000", "--from-email", "a@b.c"], "--port"),
+        (["check", "--host", "h", "--port", "25", "--from-email", "a@b.c\r\nRCPT TO:<x@y>"], "--from-email"),
+        (["check", "--host", "h\nx", "--port", "25", "--from-email", "a@b.c"], "--host"),
+        (["check", "--host", "h", "--port", "25", "--from-email", "a@b.c", "--helo-name", "a\rb"], "--helo-name"),
+        (["check", "--port", "25", "--from-email", "a@b.c"], "--host"),
+        (["check", "--host", "h", "--port", "25"], "--from-email"),
+        ([*BASE, "--username", "u"], "--username"),
+        ([*BASE, "--password-stdin"], "--password-stdin"),
+        ([*BASE, "--password-env", "X"], "--password-env"),
+        ([*BASE, "--send"], "--send"),
+        ([*BASE, "--tls-mode", "ssl"], "--tls-mode"),
+        ([*BASE, "--timeout", "abc"], "--timeout"),
+        ([*BASE, "--timeout", "0"], "--timeout"),
+        ([*BASE, "--dns-server", "not-an-ip"], "--dns-server"),
+        ([*BASE, "--recipient", "x@y\r\n"], "--recipient"),
+        ([*BASE, "--json", "--markdown"], "--markdown"),
+        ([*BASE, "--bogus"], "--bogus"),
+        (["frobnicate"], "frobnicate"),
+        ([], "{check,serve,demo}"),
+        (["serve", "--port", "0"], "--port"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line_per_problem_naming_the_flag(argv: list[str], flag: str) -> None:
+    code, out, err = run_main(argv)
+    assert code == 2
+    assert out == ""
+    lines = err.splitlines()
+    assert lines
+    assert all(line.startswith("smtp-diag: error: ") for line in lines)
+    assert flag in err
+    assert "Traceback" not in err
+    assert "_" not in err.split("error: ", 1)[1].split(":", 1)[0]  # flags as typed, not field names
+
+
+def test_every_config_problem_is_reported_at_once() -> None:
+    code, _, err = run_main(["check", "--host", "h\r", "--port", "0", "--from-email", "a\n"])
+    assert code == 2
+    assert {line.split(":")[2].strip() for line in err.splitlines()} == {"--host", "--port", "--from-email"}
+
+
+def test_password_env_must_be_set_and_non_empty() -> None:
+    os.environ.pop("SMTP_DIAG_TEST_UNSET", None)
+    code, _, err = run_main([*BASE, "--username", "u", "--password-env", "SMTP_DIAG_TEST_UNSET"])
+    assert code == 2
+    assert err == "smtp-diag: error: --password-env: environment variable SMTP_DIAG_TEST_UNSET is not set\n"
+    code, _, err = run_main([*BASE, "--username", "u", "--password-stdin"], stdin="\n")
+    assert code == 2
+    assert "--password-stdin: no password on stdin" in err
+
+
+def test_password_sources_are_exclusive() -> None:
+    code, _, err = run_main([*BASE, "--username", "u", "--password-stdin", "--password-env", "X"])
+    assert code == 2
+    assert "not allowed with argument" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "--ca-file: cannot read"),
+        (b"not a certificate\n", "--ca-file: must contain at least one PEM certificate"),
+        (b"\xff\xfe\x00binary", "--ca-file:"),
+    ],
+)
+def test_ca_file_problems_are_usage_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    code, _, err = run_main([*BASE, "--ca-file", str(path)])
+    assert code == 2
+    assert err.startswith(f"smtp-diag: error: {message}")
+    assert "Traceback" not in err
+
+
+def test_usage_error_as_a_real_process_is_one_line_and_exit_2() -> None:
+    proc = run_cli("check", "--host", "h", "--port", "abc", "--from-email", "a@b.c")
+    assert proc.returncode == 2
+    assert proc.stderr == "smtp-diag: error: --port: must be a whole number from 1 to 65535\n"
+    assert proc.stdout == ""
+
+
+def test_help_exits_0() -> None:
+    code, out, _ = run_main(["check", "--help"])
+    assert code == 0
+    assert "--password-stdin" in out
+    assert "--password " not in out  # there is no flag that takes the password itself
+
+
+# --- serve / demo -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def service_module(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, bool]]:
+    """A stand-in for diag.service.serve, whose real `main` would block running uvicorn: a mock by necessity."""
+    calls: list[tuple[str, int, bool]] = []
+    module = types.ModuleType("diag.service.serve")
+
+    def fake_main(host: str, port: int, demo: bool) -> int:
+        calls.append((host, port, demo))
+        return 0
+
+    module.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "diag.service.serve", module)
+    return calls
+
+
+def test_serve_and_demo_call_the_service_with_their_arguments(service_module: list[tuple[str, int, bool]]) -> None:
+    assert run_main(["serve"])[0] == 0
+    assert run_main(["serve", "--host", "::1", "--port", "9000", "--demo"])[0] == 0
+    assert run_main(["demo", "--port", "9001"])[0] == 0
+    assert service_module == [("127.0.0.1", 8025, False), ("::1", 9000, True), ("127.0.0.1", 9001, True)]
+
+
+def test_serve_without_the_service_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sys.modules[name] = None makes the import fail, as in an installation without the service."""
+    monkeypatch.setitem(sys.modules, "diag.service.serve", None)
+    code, _, err = run_main(["serve"])
+    assert code == 2
+    assert err.startswith("smtp-diag: error: the web service is not available")
+
+
+# --- real runs ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def anonymous_server() -> Iterator[FakeSMTP]:
+    with FakeSMTP(auth="none") as srv:
+        yield srv
+
+
+@pytest.fixture
+def auth_server() -> Iterator[FakeSMTP]:
+    with FakeSMTP(auth="required", username=USER, password=PASSWORD) as srv:
+        yield srv
+
+
+def test_valid_anonymous_config_exits_0_with_a_warning(anonymous_server: FakeSMTP) -> None:
+    proc = run_cli(*check_args(anonymous_server.host, anonymous_server.port, "--tls-mode", "none"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for name in STAGE_NAMES:  # one live line per stage, in order, before the summary
+        assert any(line.split()[1:2] == [name] for line in lines), name
+    assert "Verdict: VALID" in proc.stdout
+    assert "Warnings" in proc.stdout
+    assert "anonymous" in proc.stdout.lower()
+    assert proc.stderr == ""  # logs stay at warning level by default
+
+
+def test_refused_port_exits_1_and_json_is_the_report() -> None:
+    port = free_port()
+    proc = run_cli(*check_args("127.0.0.1", port, "--json"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)  # stdout is only the JSON report
+    report = Report.from_dict(data)
+    assert report.to_dict() == data
+    assert data["verdict"] == "invalid"
+    assert [s["name"] for s in data["stages"]] == list(STAGE_NAMES)
+    assert data["config"]["port"] == port
+    connect = report.stage("connect")
+    assert connect.status.value == "failed"
+    assert connect.finding is not None
+    assert connect.finding.code == "connect.refused"
+
+
+def test_authenticated_plaintext_server_with_password_from_env(auth_server: FakeSMTP) -> None:
+    proc = run_cli(
+        *check_args(auth_server.host, auth_server.port, "--tls-mode", "none", "--username", USER,
+                    "--password-env", "SMTP_DIAG_TEST_PW", "--log-json"),
+        env=cli_env(SMTP_DIAG_TEST_PW=PASSWORD),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Verdict: VALID" in proc.stdout
+    events = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [e["event"] for e in events if e["event"] == "stage_finished"] == ["stage_finished"] * len(STAGE_NAMES)
+    assert events[-1]["event"] == "run_finished"
+    assert events[-1]["verdict"] == "valid"
+    assert_no_leak(proc.stdout, proc.stderr)
+
+
+def test_wrong_password_exits_1_names_the_finding_and_leaks_nothing(auth_server: FakeSMTP) -> None:
+    args = check_args(auth_server.host, auth_server.port, "--tls-mode", "none", "--username", USER,
+                      "--password-stdin", "--log-json")  # fmt: skip
+    outputs: list[str] = []
+    for mode in ([], ["--json"], ["--markdown"]):
+        proc = run_cli(*args, *mode, stdin="wrong-" + PASSWORD + "\n")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "auth.bad_credentials" in proc.stdout
+        outputs += [proc.stdout, proc.stderr]
+    wrong = "wrong-" + PASSWORD
+    for out in outputs:
+        assert wrong not in out
+        assert base64.b64encode(f"\0{USER}\0{wrong}".encode()).decode() not in out
+        assert base64.b64encode(wrong.encode()).decode() not in out
+    assert_no_leak(*outputs)
+
+
+def test_markdown_has_the_stage_table_and_the_transcript(auth_server: FakeSMTP) -> None:
+    proc = run_cli(
+        *check_args(auth_server.host, auth_server.port, "--tls-mode", "none", "--username", USER,
+                    "--password-stdin", "--markdown"),
+        stdin="not-the-password\n",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    md = proc.stdout
+    assert md.startswith("## ❌ SMTP check: **INVALID**")
+    assert "| | Stage | Status | Time | Summary |" in md
+    assert "| ❌ | auth | failed |" in md
+    assert "**Cause:**" in md
+    assert "**Fix:**" in md
+    block = md.split("```text\n", 1)[1].split("\n```", 1)[0]
+    assert any(line.strip().startswith("+") and " C: AUTH " in line for line in block.splitlines())
+    assert any(" S: 535" in line for line in block.splitlines())
+    assert_no_leak(md, proc.stderr)
+
+
+class SilentListener:
+    """A TCP listener that accepts and never greets: the connect stage waits, so the run is still going."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:  # closed before anyone connected
+            return
+        self.conns.append(conn)
+        self.accepted.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
+
+
+def test_stages_stream_live_and_ctrl_c_exits_130_without_traceback() -> None:
+    listener = SilentListener()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diag.cli", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=cli_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # these arrive while the run is still waiting on the greeting
+            seen.append(line)
+            if " dns " in line:
+                break
+        assert listener.accepted.wait(20), "the connect stage never connected"
+        assert proc.poll() is None, "the run ended before its connect stage could be interrupted"
+        assert [line.split()[1] for line in seen] == ["config", "dns"]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        listener.close()
+    assert proc.returncode == 130
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert "Verdict" not in out
