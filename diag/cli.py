@@ -270,6 +270,10 @@ def main(
         for message in exc.messages:
             stderr.write(f"{PROG}: error: {message}\n")
         return EXIT_USAGE
+    except BrokenPipeError:  # `smtp-diag check ... | head`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        return EXIT_INVALID
     except KeyboardInterrupt:
         stderr.write(f"\n{PROG}: interrupted\n")
         return EXIT_INTERRUPTED

@@ -366,3 +366,42 @@ def test_stages_stream_live_and_ctrl_c_exits_130_without_traceback() -> None:
     assert "interrupted" in err
     assert "Traceback" not in err
     assert "Verdict" not in out
+
+
+@pytest.fixture
+def starttls_server(tmp_path: Path) -> Iterator[FakeSMTP]:
+    with FakeSMTP(auth="required", username=USER, password=PASSWORD, tls="starttls", ca_out=tmp_path / "ca.pem") as srv:
+        yield srv
+
+
+def test_starttls_with_ca_file_is_valid_and_the_summary_shows_tls_facts(starttls_server: FakeSMTP) -> None:
+    assert starttls_server.ca_pem is not None
+    proc = run_cli(
+        *check_args(starttls_server.host, starttls_server.port, "--username", USER, "--password-stdin",
+                    "--ca-file", str(starttls_server.ca_pem)),
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = proc.stdout.split("Verdict: VALID", 1)[1]
+    assert "tls.tls_version" in summary
+    assert "TLSv1" in summary
+    assert "tls.certificate_subject" in summary
+    assert "CN=localhost" in summary
+    assert "tls.certificate_days_left" in summary
+    assert "tls.after_tls_auth_mechanisms" in summary
+    assert_no_leak(proc.stdout, proc.stderr)
+
+
+def test_untrusted_certificate_fails_and_skip_verify_turns_it_into_a_warning(starttls_server: FakeSMTP) -> None:
+    base = check_args(starttls_server.host, starttls_server.port, "--username", USER, "--password-stdin", "--json")
+    strict = run_cli(*base, stdin=PASSWORD + "\n")
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    tls = Report.from_dict(json.loads(strict.stdout)).stage("tls")
+    assert tls.status.value == "failed"
+    assert tls.finding is not None
+    assert tls.finding.code.startswith("tls.")
+    lenient = run_cli(*base, "--insecure-skip-tls-verify", stdin=PASSWORD + "\n")
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr
+    tls = Report.from_dict(json.loads(lenient.stdout)).stage("tls")
+    assert tls.status.value == "warning"
+    assert_no_leak(strict.stdout, strict.stderr, lenient.stdout, lenient.stderr)
