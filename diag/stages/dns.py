@@ -2,7 +2,8 @@
 
 An IP literal (any spelling, see diag.policy.parse_ip_literal) needs no lookup. A name is resolved for A
 and AAAA concurrently with dnspython; with `config.dns_servers` only those servers are asked, otherwise
-the system's resolv.conf is used and, when DNS does not know the name, the system resolver
+the hosts file is read first (as the system resolver does), then the system's resolv.conf is used and,
+when DNS does not know the name, the system resolver
 (getaddrinfo: /etc/hosts, "localhost", search domains) gets the last word, as the application would.
 
 Failure kinds (finding code "dns.<kind>"):
@@ -49,6 +50,8 @@ RESOLV_CONF_ENV: Final = "SMTP_DIAG_RESOLV_CONF"
 DEFAULT_DNS_PORT: Final = 53
 DEFAULT_RESOLV_CONF: Final = "/etc/resolv.conf"
 RESOLVER_GRACE_S: Final = 1.0
+HOSTS_FILE: Final = "/etc/hosts"
+HOSTS_FILE_LIMIT: Final = 1024 * 1024
 MAX_RECORDS_SHOWN: Final = 8  # in a summary; facts keep them all
 
 # Most specific first: when A and AAAA fail differently, the first kind in this order is reported.
@@ -146,6 +149,21 @@ async def check(ctx: RunContext) -> Outcome:
             server_text=repr(host)[:100],
         )
 
+    if not servers:
+        listed = hosts_file_addresses(host)
+        if listed:
+            ctx.transcript.note(f"{host} -> {', '.join(listed)} ({HOSTS_FILE}, as the system resolver answers it)")
+            facts = {
+                "ip_literal": False,
+                "resolver": "system",
+                "resolved_via": "hosts file",
+                "addresses": listed,
+                "a_records": [a for a in listed if ":" not in a],
+                "aaaa_records": [a for a in listed if ":" in a],
+                "lookup_ms": round((time.monotonic() - t0) * 1000.0, 1),
+            }
+            return _vet(ctx, host, listed, facts, literal=False)
+
     a, aaaa = await _resolve_both(ctx, qname, servers)
     lookup_ms = (time.monotonic() - t0) * 1000.0
     facts = {
@@ -181,6 +199,26 @@ async def check(ctx: RunContext) -> Outcome:
             return _vet(ctx, host, system, facts, literal=False)
     facts["addresses"] = []
     return await _failure(ctx, host, qname, kind, a, aaaa, servers, facts)
+
+
+def hosts_file_addresses(host: str, path: str | None = None) -> list[str]:
+    """The addresses the hosts file gives `host`, in file order: the system resolver (and so the product
+    being diagnosed) answers from it before DNS, and "localhost" must never be asked of a DNS server."""
+    wanted = host.rstrip(".").lower()
+    try:
+        with open(path or HOSTS_FILE, encoding="utf-8", errors="replace") as f:
+            text = f.read(HOSTS_FILE_LIMIT)
+    except OSError:
+        return []
+    found: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or wanted not in (name.rstrip(".").lower() for name in fields[1:]):
+            continue
+        literal = parse_ip_literal(fields[0])
+        if literal is not None and str(literal) not in found:
+            found.append(str(literal))
+    return found
 
 
 async def _resolve_both(

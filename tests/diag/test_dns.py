@@ -300,9 +300,32 @@ async def test_localhost_resolves_via_the_system(dns_server: DnsResponder, syste
     outcome = await run_check(ctx)
     assert outcome.status is Status.PASSED
     assert outcome.facts["resolver"] == "system"
-    assert outcome.facts["resolved_via"] == "system"
+    assert outcome.facts["resolved_via"] == "hosts file"
     assert "127.0.0.1" in ctx.addresses
+    assert dns_server.asked("localhost") == []  # the hosts file answers first, as getaddrinfo does
+
+
+async def test_name_unknown_to_dns_falls_back_to_the_system_resolver(
+    dns_server: DnsResponder, system_resolv_conf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an empty hosts file for our own lookup, DNS says NXDOMAIN and getaddrinfo gets the last word."""
+    empty = tmp_path / "hosts"
+    empty.write_text("")
+    monkeypatch.setattr(dns_stage, "HOSTS_FILE", str(empty))
+    ctx = make_ctx("localhost", servers=())
+    outcome = await run_check(ctx)
+    assert outcome.status is Status.PASSED
+    assert outcome.facts["resolved_via"] == "system"
     assert sorted(dns_server.asked("localhost")) == ["A", "AAAA"]  # DNS was asked first, said NXDOMAIN
+
+
+def test_hosts_file_parsing(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# comment\n127.0.0.1 localhost\n10.0.0.5 mail.corp mail # inline\n::1 mail.corp\nbad line\n")
+    assert dns_stage.hosts_file_addresses("MAIL.corp.", str(hosts)) == ["10.0.0.5", "::1"]
+    assert dns_stage.hosts_file_addresses("mail", str(hosts)) == ["10.0.0.5"]
+    assert dns_stage.hosts_file_addresses("other", str(hosts)) == []
+    assert dns_stage.hosts_file_addresses("x", str(tmp_path / "missing")) == []
 
 
 async def test_system_resolv_conf_servers_are_used(
@@ -328,6 +351,7 @@ async def test_missing_resolv_conf_still_finds_localhost(
     dns_server: DnsResponder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(dns_stage.RESOLV_CONF_ENV, str(tmp_path / "absent.conf"))
+    monkeypatch.setattr(dns_stage, "HOSTS_FILE", str(tmp_path / "absent-hosts"))
     ctx = make_ctx("localhost", servers=())
     outcome = await run_check(ctx)
     assert outcome.status is Status.PASSED
