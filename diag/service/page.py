@@ -32,9 +32,9 @@ async def stored(request: Request) -> Response:
 
 def _page(request: Request, report_id: str | None) -> Response:
     services: Services = request.app.state.services
-    # Embedded as JSON data (not script), so the CSP's script-src 'self' still holds. "</" cannot
-    # close the element because json.dumps escapes nothing; replace it so no value ends the tag.
-    presets = json.dumps(services.presets).replace("</", "<\\/")
+    # Embedded as JSON data (not script), so the CSP's script-src 'self' still holds. Every "<" is
+    # escaped so no value can end the element or open a comment inside it.
+    presets = json.dumps(services.presets).replace("<", "\\u003c")
     return templates.TemplateResponse(
         request,
         "index.html",
