@@ -535,7 +535,7 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         "any.disconnected",
-        "The server closed the connection during this step{reply}.",
+        "The server closed the connection during this step, without an SMTP reply.",
         "Check the server's logs for why it drops the session (limits, blocked address, policy).",
     ),
     Row(
