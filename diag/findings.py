@@ -424,7 +424,7 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         "auth.mechanism_unsupported",
-        "No common AUTH mechanism: the server offers {reply}; smtp-diag and most "
+        "The server and smtp-diag share no usable AUTH mechanism ({reply}); smtp-diag and most "
         "products speak PLAIN, LOGIN and CRAM-MD5.",
         "Enable AUTH PLAIN or LOGIN (over TLS) on the server; XOAUTH2-only servers need OAuth, which this "
         "product's SMTP settings cannot do.",

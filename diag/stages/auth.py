@@ -63,7 +63,7 @@ async def check(ctx: RunContext) -> Outcome:
             f"No common AUTH mechanism: the server offers {' '.join(offered)}.",
             facts,
             kind="mechanism_unsupported",
-            server_text=" ".join(offered),
+            server_text=f"the server offers only {' '.join(offered)}",
         )
     facts["auth_mechanism_used"] = mechanism
     try:
