@@ -3,7 +3,8 @@
 Each row is one known failure. Rows with a `when` are variants (a provider, Insecure Skip TLS Verify) and
 are tried before the plain row of the same code. Texts are written for a support engineer to paste into a
 ticket: the cause says what is wrong in this configuration, the fix says what to change. They may use
-{host}, {port}, {from_email}, {username}, {reply} (the server's reply, quoted) and {provider}.
+{host}, {port}, {from_email}, {username} ("the SMTP account" when none is set), {reply} (the server's
+reply, quoted) and {provider}.
 """
 
 from __future__ import annotations
@@ -452,7 +453,7 @@ ROWS: Final[tuple[Row, ...]] = (
     Row(
         "mail_from.sender_rejected",
         "Microsoft 365 refused the From address {from_email} for this account "
-        "({reply}): the mailbox {username} has no Send As permission for it.",
+        "({reply}): {username} has no Send As permission for it.",
         "Use the mailbox's own address as From Email, or grant {username} 'Send As' on {from_email}.",
         lambda c: c.text_has("5.7.60", "SendAsDenied"),
     ),
@@ -592,7 +593,7 @@ def finding_for(
         "host": config.host,
         "port": config.port,
         "from_email": config.from_email,
-        "username": config.username or "",
+        "username": config.username or "the SMTP account",
         "provider": ctx.provider or "",
         "reply": _quote(reply_code, server_text),
     }
