@@ -245,6 +245,13 @@ ROWS: Final[tuple[Row, ...]] = (
         "unresolvable names. Check the server's logs for the reason.",
     ),
     Row(
+        "ehlo.helo_only",
+        "The server refused EHLO ({reply}) and accepted only the old HELO: it speaks no ESMTP, so it "
+        "offers neither STARTTLS nor AUTH.",
+        "Use the provider's submission server and port (587 or 465), which speak ESMTP; a HELO-only server "
+        "can only relay anonymous mail in clear text.",
+    ),
+    Row(
         "ehlo.malformed",
         "The server's answer to EHLO was not valid SMTP: {reply}.",
         "The peer is not a standards-conforming SMTP server; check that {host}:{port} is the right service.",

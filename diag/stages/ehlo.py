@@ -61,9 +61,9 @@ async def check(ctx: RunContext) -> Outcome:
     if not esmtp:
         return Outcome(
             Status.WARNING,
-            "The server only speaks HELO (no ESMTP): no STARTTLS, no AUTH.",
+            f"The server refused EHLO ({ehlo_reply}) and only speaks HELO (no ESMTP): no STARTTLS, no AUTH.",
             facts,
-            kind="rejected",
+            kind="helo_only",
             reply_code=ehlo_reply.code,
             server_text=ehlo_reply.text,
         )
