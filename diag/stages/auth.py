@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from diag.config import TlsMode
 from diag.probe import ProbeError
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
@@ -41,7 +40,8 @@ async def check(ctx: RunContext) -> Outcome:
         return Outcome.skipped(f"No credentials configured (anonymous SMTP){more}.", **facts)
     assert config.username is not None and config.password is not None
     if not offered:
-        if not probe.tls_active and config.effective_tls_mode is TlsMode.NONE:
+        # Servers hide AUTH until STARTTLS: only then is "TLS required" a fact rather than a guess.
+        if not probe.tls_active and "starttls" in probe.extensions:
             return Outcome(
                 Status.FAILED,
                 "The server offers no AUTH without TLS.",
