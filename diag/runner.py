@@ -2,16 +2,18 @@
 
 A stage runs only when the stages it needs have not failed; otherwise it is skipped with the reason.
 Every stage is bounded by the run's budget, and an unexpected exception in a stage becomes a failed
-stage with a finding (logged without locals), never a crash of the run.
+stage with a finding (logged without its message or locals), never a crash of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -62,15 +64,16 @@ async def run_events(
     deadline = ctx.started + budget_for(config)
     bound = log.bind(run_id=run_id, host=config.host, port=config.port)
     results: dict[str, StageResult] = {}
-    blocked: set[str] = set()  # stages that could not run because something before them failed
+    blocked_by: dict[str, str] = {}  # stage that could not run -> the failed stage at the root of it
     try:
         for name, check, needs in STAGES:
             yield StageStarted(run_id, name)
-            cause = next((n for n in needs if n in blocked or results[n].status is Status.FAILED), None)
-            if cause is not None:
-                blocked.add(name)
-                why = "failed" if results[cause].status is Status.FAILED else "could not run"
-                result = StageResult(name, Status.SKIPPED, 0.0, f"Not run: the {cause} stage {why}.")
+            root = next(
+                (blocked_by.get(n, n) for n in needs if n in blocked_by or results[n].status is Status.FAILED), None
+            )
+            if root is not None:
+                blocked_by[name] = root
+                result = StageResult(name, Status.SKIPPED, 0.0, f"Not run: the {root} stage failed.")
             else:
                 result = await _run_stage(name, check, ctx, transcript, deadline, bound)
             results[name] = result
@@ -134,7 +137,14 @@ async def _run_stage(
         transcript.note("the run's overall time budget ran out")
         outcome = Outcome(Status.FAILED, "The run's overall time budget ran out.", kind="budget_exceeded")
     except Exception as exc:  # a bug of ours must not crash the run or lose the report
-        log.exception("stage_crashed", stage=name, error_type=type(exc).__name__)
+        # Neither the message nor locals: a bug's message may quote the password. Where it broke is enough.
+        frames = traceback.extract_tb(exc.__traceback__)[-3:]
+        log.error(
+            "stage_crashed",
+            stage=name,
+            error_type=type(exc).__name__,
+            at=[f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
+        )
         outcome = Outcome(
             Status.FAILED,
             f"The {name} check stopped on an unexpected error ({type(exc).__name__}).",
