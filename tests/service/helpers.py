@@ -1,0 +1,116 @@
+"""Shared by the service tests: apps on temporary stores, a real uvicorn in a thread, silent peers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from diag.service.app import create_app
+from diag.settings import Rate, Settings
+
+GENEROUS = Rate(10_000, 60.0)
+
+
+def make_settings(tmp_path: Path, **changes: Any) -> Settings:
+    base = Settings(
+        db_path=tmp_path / "reports.sqlite3",
+        allowed_ports=None,
+        rate_limit_per_client=GENEROUS,
+        rate_limit_per_target=GENEROUS,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@asynccontextmanager
+async def api_client(app: Starlette, client_ip: str = "127.0.0.1") -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=(client_ip, 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def config_for(port: int, **extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port, "from_email": "app@example.test", "tls_mode": "none", **extra}
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    import json
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    for frame in text.split("\n\n"):
+        if not frame.strip():
+            continue
+        name = next(line[6:].strip() for line in frame.splitlines() if line.startswith("event:"))
+        data = "".join(line[5:].strip() for line in frame.splitlines() if line.startswith("data:"))
+        events.append((name, json.loads(data)))
+    return events
+
+
+@contextmanager
+def uvicorn_in_thread(app: Starlette) -> Iterator[str]:
+    """A real HTTP server: the socket listens before the thread starts, so clients can connect at once."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+class SilentPeer:
+    """A TCP listener that accepts and never speaks: a run against it waits for a greeting.
+
+    `accepted` is set at the first connection, `closed` when the client closes it.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.closed = threading.Event()
+        self.release = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> SilentPeer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.sock.close()
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        self.accepted.set()
+        with conn:
+            conn.settimeout(0.05)
+            while not self.release.is_set():
+                try:
+                    if conn.recv(4096) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+        self.closed.set()
+
+
+async def wait_for(event: threading.Event, timeout: float) -> bool:
+    return await asyncio.to_thread(event.wait, timeout)

@@ -1,0 +1,241 @@
+"""The API against real runs: FakeSMTP peers on loopback, the app over httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_smtp import FakeSMTP
+
+from diag.config import TEXT_FIELDS
+from diag.service.app import create_app
+from diag.settings import ApiToken, Rate
+from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, parse_sse, wait_for
+
+
+@pytest.fixture
+def smtp() -> Any:
+    with FakeSMTP() as server:
+        yield server
+
+
+async def test_create_returns_the_stored_report(tmp_path: Path, smtp: FakeSMTP) -> None:
+    app = create_app(make_settings(tmp_path))
+    async with api_client(app) as client:
+        response = await client.post("/api/diagnostics", json=config_for(smtp.port))
+        assert response.status_code == 201
+        body = response.json()
+        assert body["verdict"] == "valid"
+        assert [s["name"] for s in body["stages"]][:3] == ["config", "dns", "connect"]
+        assert response.headers["location"] == f"/api/diagnostics/{body['id']}"
+        stored = await client.get(response.headers["location"])
+        assert stored.status_code == 200 and stored.json() == body
+
+
+async def test_list_newest_first_with_filters(tmp_path: Path, smtp: FakeSMTP) -> None:
+    app = create_app(make_settings(tmp_path))
+    async with api_client(app) as client:
+        good = (await client.post("/api/diagnostics", json=config_for(smtp.port))).json()
+        # Nothing listens on port 1 of loopback: the connect stage fails.
+        bad = (await client.post("/api/diagnostics", json=config_for(1, timeout_s=2))).json()
+        assert bad["verdict"] == "invalid"
+        items = (await client.get("/api/diagnostics")).json()["items"]
+        assert [i["id"] for i in items] == [bad["id"], good["id"]]
+        assert items[0]["failed_stage"] == "connect" and items[0]["finding_code"].startswith("connect.")
+        assert set(items[0]) == {"id", "started_at", "host", "port", "verdict", "failed_stage", "finding_code",
+                                 "duration_ms"}
+        valid = (await client.get("/api/diagnostics", params={"verdict": "valid"})).json()["items"]
+        assert [i["id"] for i in valid] == [good["id"]]
+        assert (await client.get("/api/diagnostics", params={"host": "elsewhere.test"})).json()["items"] == []
+        one = (await client.get("/api/diagnostics", params={"limit": "1"})).json()["items"]
+        assert [i["id"] for i in one] == [bad["id"]]
+        for params in ({"verdict": "maybe"}, {"limit": "0"}, {"limit": "many"}):
+            response = await client.get("/api/diagnostics", params=params)
+            assert response.status_code == 422
+            assert response.json()["errors"][0]["field"] == next(iter(params))
+
+
+async def test_markdown_by_accept_or_query(tmp_path: Path, smtp: FakeSMTP) -> None:
+    app = create_app(make_settings(tmp_path))
+    async with api_client(app) as client:
+        report = (await client.post("/api/diagnostics", json=config_for(smtp.port))).json()
+        url = f"/api/diagnostics/{report['id']}"
+        by_accept = await client.get(url, headers={"accept": "text/markdown"})
+        by_query = await client.get(url, params={"format": "markdown"})
+        for response in (by_accept, by_query):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/markdown")
+            assert "127.0.0.1" in response.text and report["id"] in response.text
+        assert (await client.get(url, params={"format": "pdf"})).status_code == 422
+
+
+async def test_event_stream_order_and_content(tmp_path: Path, smtp: FakeSMTP) -> None:
+    app = create_app(make_settings(tmp_path))
+    async with api_client(app) as client:
+        response = await client.post(
+            "/api/diagnostics", json=config_for(smtp.port), headers={"accept": "text/event-stream"}
+        )
+        assert response.status_code == 201
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = parse_sse(response.text)
+        names = [name for name, _ in events]
+        stages = [data["name"] for name, data in events if name == "stage_started"]
+        assert names == ["stage_started", "stage_finished"] * len(stages) + ["run_finished"]
+        for started, finished in zip(events[0:-1:2], events[1:-1:2], strict=True):
+            assert started[1]["name"] == finished[1]["name"]
+            assert {"status", "duration_ms", "summary", "facts", "finding", "transcript"} <= set(finished[1])
+        report = events[-1][1]
+        assert [s["name"] for s in report["stages"]] == stages
+        assert response.headers["location"] == f"/api/diagnostics/{report['id']}"
+        stored = await client.get(response.headers["location"])
+        assert stored.json() == report  # stored before the last event went out
+
+
+async def test_unknown_id_is_a_json_404(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        for path in ("/api/diagnostics/0123456789abcdef", "/api/diagnostics/..%2F..%2Fetc", "/api/nothing"):
+            response = await client.get(path)
+            assert response.status_code == 404
+            assert response.json()["error"] == "not_found"
+
+
+async def test_malformed_json_and_non_objects_are_400(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        headers = {"content-type": "application/json"}
+        for body in (b"{", b"\xff\xfe{", b"[1, 2]", b'"text"', b"null", b"", b"[" * 5000 + b"]" * 5000):
+            response = await client.post("/api/diagnostics", content=body, headers=headers)
+            assert response.status_code == 400, body[:20]
+            assert response.json()["error"] == "malformed_json"
+
+
+async def test_body_limit_from_header_and_from_streamed_bytes(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        big = json.dumps({"host": "x" * 70_000}).encode()
+        response = await client.post("/api/diagnostics", content=big, headers={"content-type": "application/json"})
+        assert response.status_code == 413
+
+        async def chunks() -> Any:  # no Content-Length: the size is counted as bytes arrive
+            for _ in range(80):
+                yield b" " * 1024
+
+        response = await client.post("/api/diagnostics", content=chunks(), headers={"content-type": "application/json"})
+        assert "content-length" not in response.request.headers
+        assert response.status_code == 413
+        assert response.json()["error"] == "payload_too_large"
+
+
+async def test_non_json_content_type_is_415(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"content-type": content_type} if content_type else {}
+            response = await client.post("/api/diagnostics", content=b"{}", headers=headers)
+            assert response.status_code == 415
+        ok = await client.post("/api/diagnostics", content=b"{}", headers={"content-type": "application/json; charset=utf-8"})
+        assert ok.status_code == 422  # past the content type: the schema speaks
+
+
+async def test_schema_errors_are_422_with_fields(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        response = await client.post("/api/diagnostics", json={"port": "abc", "tls_mode": "ssl", "extra": 1})
+        assert response.status_code == 422
+        fields = {e["field"] for e in response.json()["errors"]}
+        assert fields == {"host", "from_email", "port", "tls_mode", "extra"}
+
+
+@pytest.mark.parametrize("field", [f for f in TEXT_FIELDS if f != "ca_bundle"])
+@pytest.mark.parametrize("bad", ["\r", "\n", "\x00"])
+async def test_cr_lf_nul_in_each_field_is_422(tmp_path: Path, field: str, bad: str) -> None:
+    config = config_for(2525, username="u", password="p", recipient="r@example.test", helo_name="me.test")
+    config[field] = f"value{bad}RCPT TO:<victim@example.test>"
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        response = await client.post("/api/diagnostics", json=config)
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+
+
+async def test_nul_in_ca_bundle_is_422(tmp_path: Path) -> None:
+    config = config_for(2525, ca_bundle="-----BEGIN CERTIFICATE-----\x00")
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        response = await client.post("/api/diagnostics", json=config)
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "ca_bundle"
+
+
+async def test_token_guards_every_api_route(tmp_path: Path, smtp: FakeSMTP) -> None:
+    token = "tok-0123456789abcdef-XYZ"
+    app = create_app(make_settings(tmp_path, api_token=ApiToken(token)))
+    async with api_client(app) as client:
+        for method, path in (("POST", "/api/diagnostics"), ("GET", "/api/diagnostics"), ("GET", "/api/diagnostics/x")):
+            for auth in (None, "Bearer wrong-token", f"Basic {token}", f"Bearer {token}x", "Bearer"):
+                headers = {"authorization": auth} if auth else {}
+                response = await client.request(method, path, json=config_for(smtp.port), headers=headers)
+                assert response.status_code == 401, (method, path, auth)
+                assert response.json()["error"] == "unauthorized"
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        ok = await client.post("/api/diagnostics", json=config_for(smtp.port),
+                               headers={"authorization": f"Bearer {token}"})
+        assert ok.status_code == 201
+        # The page, health and the API description stay open.
+        for path in ("/", "/healthz", "/readyz", "/openapi.json"):
+            assert (await client.get(path)).status_code == 200
+
+
+async def test_rate_limit_per_client(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, rate_limit_per_client=Rate(2, 60.0)))
+    async with api_client(app, client_ip="10.0.0.1") as first, api_client(app, client_ip="10.0.0.2") as second:
+        statuses = [(await first.post("/api/diagnostics", json={})).status_code for _ in range(3)]
+        assert statuses == [422, 422, 429]
+        limited = await first.post("/api/diagnostics", json={})
+        assert limited.json()["error"] == "rate_limited"
+        assert 1 <= int(limited.headers["retry-after"]) <= 30
+        assert (await second.post("/api/diagnostics", json={})).status_code == 422  # another client
+
+
+async def test_rate_limit_per_target_whatever_the_spelling(tmp_path: Path, smtp: FakeSMTP) -> None:
+    """Password spraying through us: many clients, one target, is limited by the target's bucket."""
+    app = create_app(make_settings(tmp_path, rate_limit_per_target=Rate(2, 60.0)))
+    spellings = ["127.0.0.1", "127.1", "0x7f000001"]
+    statuses = []
+    for n, host in enumerate(spellings):
+        async with api_client(app, client_ip=f"10.0.0.{n + 1}") as client:
+            response = await client.post(
+                "/api/diagnostics", json=config_for(smtp.port, host=host, username="u", password=f"guess{n}")
+            )
+            statuses.append(response.status_code)
+    assert statuses == [201, 201, 429]
+    assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_busy_service_answers_503(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1))
+    with SilentPeer() as peer:
+        async with api_client(app) as client:
+            first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
+            assert await wait_for(peer.accepted, 10)  # the first run holds the only slot
+            busy = await client.post("/api/diagnostics", json=config_for(peer.port))
+            assert busy.status_code == 503
+            assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+            peer.release.set()  # the peer hangs up: the first run ends
+            assert (await first).status_code == 201
+            assert app.state.services.gate.active == 0
+
+
+async def test_request_id_is_echoed_or_made(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        given = await client.get("/healthz", headers={"x-request-id": "abc-123"})
+        assert given.headers["x-request-id"] == "abc-123"
+        odd = await client.get("/healthz", headers={"x-request-id": "bad id\twith spaces"})
+        assert len(odd.headers["x-request-id"]) == 32
+        assert (await client.get("/healthz")).headers["x-request-id"] != odd.headers["x-request-id"]
+
+
+async def test_health_and_readiness(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/readyz")).status_code == 200
+    broken = create_app(make_settings(tmp_path, db_path=tmp_path))  # a directory: the store cannot open
+    async with api_client(broken) as client:
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
