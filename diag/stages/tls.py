@@ -134,7 +134,8 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
         detail = certs.trust_detail(error)
         facts.update(detail)
         status = Status.WARNING if config.insecure_skip_tls_verify else Status.FAILED
-        message = f"OpenSSL: {detail.get('verify_message', kind)}, verify code {detail.get('verify_code')}"
+        said = str(detail.get("verify_message") or kind).rstrip(".")  # "... for '127.0.0.1'." ends in a dot
+        message = f"OpenSSL: {said}, verify code {detail.get('verify_code')}"
         tail = (
             " Insecure Skip TLS Verify is on, so the check went on; without it this fails."
             if config.insecure_skip_tls_verify
