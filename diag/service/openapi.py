@@ -24,7 +24,7 @@ def _text(description: str, *, required: bool = False) -> dict[str, Any]:
     if required:
         # Blank counts as missing; a value of spaces only is reported by the config stage, not rejected.
         schema["minLength"] = 1
-        schema["pattern"] = "^[^\\r\\n\\u0000]*[^\\s][^\\r\\n\\u0000]*$"
+        schema["pattern"] = "^[^\\r\\n\\u0000]*[^\\s\\u0000][^\\r\\n\\u0000]*$"
     return schema
 
 

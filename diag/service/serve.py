@@ -45,6 +45,18 @@ def with_demo_ports(settings: Settings, ports: frozenset[int]) -> Settings:
     return dataclasses.replace(settings, allowed_ports=allowed, allow_networks=allow_networks)
 
 
+def exposure_warning(host: str, settings: Settings) -> str | None:
+    """The loud warning for a service other machines can reach without a token, else None."""
+    if settings.api_token is not None or is_loopback_host(host):
+        return None
+    bar = "!" * 78
+    return (
+        f"\n{bar}\n!! WARNING: serving on {host}, reachable from other machines, WITHOUT a token.\n"
+        "!! Anyone who can reach it can make this machine connect to SMTP servers.\n"
+        f"!! Set DIAG_API_TOKEN (and DIAG_ALLOW_NETWORKS / DIAG_DENY_NETWORKS).\n{bar}\n"
+    )
+
+
 def main(host: str | None = None, port: int | None = None, demo: bool = False, *, err: TextIO = sys.stderr) -> int:
     try:
         settings = Settings.from_env()
@@ -56,13 +68,9 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
     port = settings.port if port in (None, CLI_DEFAULT_PORT) else port
     assert host is not None and port is not None
     configure_service_logging(settings.log_level)
-    if settings.api_token is None and not is_loopback_host(host):
-        print(
-            "\n" + "!" * 78 + f"\n!! WARNING: serving on {host}, reachable from other machines, WITHOUT a token.\n"
-            "!! Anyone who can reach it can make this machine connect to SMTP servers.\n"
-            "!! Set DIAG_API_TOKEN (and DIAG_ALLOW_NETWORKS / DIAG_DENY_NETWORKS).\n" + "!" * 78 + "\n",
-            file=err,
-        )
+    warning = exposure_warning(host, settings)
+    if warning:
+        print(warning, file=err)
     with ExitStack() as stack:
         presets: list[dict[str, Any]] = []
         if demo:

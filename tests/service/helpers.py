@@ -15,7 +15,6 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from diag.service.app import create_app
 from diag.settings import Rate, Settings
 
 GENEROUS = Rate(10_000, 60.0)

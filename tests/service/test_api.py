@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_smtp import FakeSMTP
 
 from diag.config import TEXT_FIELDS
 from diag.service.app import create_app
 from diag.settings import ApiToken, Rate
+from fake_smtp import FakeSMTP
 from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, parse_sse, wait_for
 
 
@@ -133,7 +133,8 @@ async def test_non_json_content_type_is_415(tmp_path: Path) -> None:
             headers = {"content-type": content_type} if content_type else {}
             response = await client.post("/api/diagnostics", content=b"{}", headers=headers)
             assert response.status_code == 415
-        ok = await client.post("/api/diagnostics", content=b"{}", headers={"content-type": "application/json; charset=utf-8"})
+        json_utf8 = {"content-type": "application/json; charset=utf-8"}
+        ok = await client.post("/api/diagnostics", content=b"{}", headers=json_utf8)
         assert ok.status_code == 422  # past the content type: the schema speaks
 
 
