@@ -28,6 +28,8 @@ NOT_SMTP_BANNERS: Final = (
     (re.compile(r"HTTP/\d"), "an HTTP response"),
     (re.compile(r"(^|: )\* OK", re.I), "an IMAP greeting"),
     (re.compile(r"(^|: )\+OK"), "a POP3 greeting"),
+    # A web server answering our QUIT as HTTP/0.9 sends an error page without a status line.
+    (re.compile(r"<!DOCTYPE html|<html", re.I), "an HTML page (a web server)"),
 )
 
 
@@ -139,7 +141,7 @@ async def _after_connect_failure(
         if banner is None:
             return Outcome(
                 Status.FAILED,
-                f"{where} sent an invalid greeting: {error.message}",
+                f"{where} sent something that is not an SMTP greeting ({' '.join(error.message.split())[:200]}).",
                 facts,
                 kind="protocol_error",
                 server_text=error.message,
