@@ -1,0 +1,140 @@
+"""The page in a real browser (Debian's Chromium through Playwright) against the real service and the
+demo's fake SMTP servers, all on loopback ports chosen by the OS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from diag.service.app import create_app
+from diag.service.demo import DemoServers
+from diag.service.serve import with_demo_ports
+from tests.service.helpers import make_settings, uvicorn_in_thread
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with DemoServers() as demo:
+        settings = with_demo_ports(make_settings(tmp_path_factory.mktemp("page"), allowed_ports=frozenset({587})),
+                                   demo.ports)
+        with uvicorn_in_thread(create_app(settings, presets=demo.presets)) as url:
+            yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, service_url: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=service_url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=service_url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # A 4xx the page handles is logged by Chromium as "Failed to load resource": expected, not an error.
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    yield page
+    context.close()
+    assert errors == []  # no script errors, no CSP violations
+
+
+def run_preset(page: Page, key: str) -> None:
+    page.goto("/")
+    page.click(f'[data-preset="{key}"]')
+    page.click("text=Validate configuration")
+    expect(page.locator("#verdict[data-verdict]")).to_be_visible()
+
+
+def test_anonymous_server_is_valid_with_a_warning(page: Page) -> None:
+    run_preset(page, "anonymous")
+    expect(page.locator("#host")).to_have_value("127.0.0.1")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
+    expect(page.locator("#verdict")).to_contain_text("Configuration is valid")
+    warning = page.locator("#anonymous-warning")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("Anonymous SMTP")
+    expect(page.locator("#stages > li")).to_have_count(9)
+    expect(page.locator('[data-stage="mail_from"]')).to_have_attribute("data-status", "passed")
+    expect(page.locator("#waterfall .wf-bar")).to_have_count(9)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-anonymous.png"), full_page=True)
+
+
+def test_failure_shows_cause_and_fix(page: Page) -> None:
+    run_preset(page, "wrong-password")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")
+    auth = page.locator('[data-stage="auth"]')
+    expect(auth).to_have_attribute("data-status", "failed")
+    expect(auth.locator(".finding")).to_contain_text("Cause:")
+    expect(auth.locator(".finding")).to_contain_text("Fix:")
+    expect(auth.locator(".finding-code")).to_have_text("auth.bad_credentials")
+    expect(page.locator("#anonymous-warning")).to_be_hidden()
+    auth.locator("summary", has_text="Transcript").click()
+    expect(auth.locator(".transcript")).to_be_visible()
+    expect(auth.locator(".transcript")).not_to_contain_text("not-the-password")
+    page.screenshot(path=str(ARTIFACTS / "page-failure.png"), full_page=True)
+
+
+def test_self_signed_with_ca_bundle_passes_tls(page: Page) -> None:
+    run_preset(page, "starttls-ca")
+    expect(page.locator("#advanced")).to_have_attribute("open", "")
+    expect(page.locator('[data-stage="tls"]')).not_to_have_attribute("data-status", "failed")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
+
+
+def test_field_errors_appear_next_to_the_field(page: Page) -> None:
+    page.goto("/")
+    page.fill("#host", "127.0.0.1")
+    page.fill("#port", "70000")
+    page.click("text=Validate configuration")
+    error = page.locator("#port-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("65535")
+    expect(page.locator("#port")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#from_email-error")).to_contain_text("required")
+
+
+def test_denied_port_is_explained_on_the_port_field(page: Page) -> None:
+    page.goto("/")
+    page.fill("#host", "127.0.0.1")
+    page.fill("#port", "2525")
+    page.fill("#from_email", "app@demo.example")
+    page.click("text=Validate configuration")
+    expect(page.locator("#port-error")).to_contain_text("egress policy")
+
+
+def test_share_link_markdown_and_keyboard(page: Page) -> None:
+    run_preset(page, "authenticated")
+    link = page.locator("#share-link")
+    href = link.get_attribute("href")
+    assert href is not None and href.startswith("/diagnostics/")
+    page.click("text=Copy as Markdown")
+    expect(page.locator("#action-status")).to_have_text("Markdown copied to the clipboard.")
+    markdown = page.evaluate("navigator.clipboard.readText()")
+    assert "127.0.0.1" in markdown and "demo-password" not in markdown
+    page.goto(href)
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
+    expect(page.locator("#username")).to_have_value("demo")
+    expect(page.locator("#password")).to_have_value("")
+    # Keyboard only: Tab from the From Email field to the button, and Enter runs it.
+    page.goto("/")
+    page.click('[data-preset="anonymous"]')
+    page.focus("#from_email")
+    page.keyboard.press("Enter")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
