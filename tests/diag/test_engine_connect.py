@@ -1,0 +1,231 @@
+"""The connect stage through `diag.runner.run`: real listeners on 127.0.0.1 for every failure but one.
+
+`connect.unreachable` cannot be produced on loopback (there is always a route to 127.0.0.1), so that test
+replaces the event loop's `sock_connect` to raise the errno the kernel would give, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from diag.findings import finding_for
+from diag.probe import UNREACHABLE_ERRNOS, ProbeError, open_socket
+from diag.report import Status
+from diag.runner import run
+from fake_smtp import FakeSMTP, parse_fault
+from tests.diag.conftest import (
+    PASSWORD,
+    SHORT_TIMEOUT_S,
+    USER,
+    FullBacklog,
+    RawPeer,
+    assert_failed_at,
+    config_for,
+    free_port,
+)
+from tests.dns_responder import DnsResponder, point_dns_stage_at
+
+
+async def test_refused() -> None:
+    port = free_port()
+    report = await run(config_for(port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.refused")
+    assert result.summary == f"127.0.0.1:{port} refused the connection (tried 1 address(es))."
+    assert result.facts["attempts"] == {"127.0.0.1": "refused"}
+    assert result.finding is not None
+    assert f"127.0.0.1 actively refused the connection on port {port}" in result.finding.cause
+    assert "587" in result.finding.fix and "465" in result.finding.fix
+
+
+def test_refused_names_port_2525_for_mailgun_and_sendgrid() -> None:
+    """Host-based provider variant: the host cannot be smtp.mailgun.org offline, so finding_for directly."""
+    for host in ("smtp.mailgun.org", "smtp.sendgrid.net"):
+        finding = finding_for("connect", "refused", config_for(587, host=host))
+        assert "2525" in finding.fix, host
+    assert "2525" not in finding_for("connect", "refused", config_for(587, host="mail.example.com")).fix
+
+
+async def test_timeout_when_the_syn_is_dropped(full_backlog: FullBacklog) -> None:
+    """A listener whose accept queue is full: Linux drops the SYN, as an egress firewall does."""
+    report = await run(config_for(full_backlog.port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.timeout")
+    assert SHORT_TIMEOUT_S * 1000 * 0.9 <= result.duration_ms <= (SHORT_TIMEOUT_S + 1) * 1000
+    assert f"within {SHORT_TIMEOUT_S:g} s" in result.summary
+    assert result.facts["attempts"] == {"127.0.0.1": "timeout"}
+    assert result.finding is not None
+    assert "silently dropped" in result.finding.cause
+    assert f"nc -vz 127.0.0.1 {full_backlog.port}" in result.finding.fix
+
+
+def test_timeout_on_port_25_names_the_cloud_block() -> None:
+    finding = finding_for("connect", "timeout", config_for(25, host="mail.example.com"))
+    assert "block outbound port 25" in finding.cause and "587" in finding.fix
+
+
+@pytest.mark.parametrize("code", sorted(UNREACHABLE_ERRNOS))
+async def test_unreachable_errno_mapping(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """MOCK: no unreachable network exists on loopback, so the loop's sock_connect raises the kernel's errno.
+    Both the I/O boundary (open_socket) and the runner's report are checked."""
+
+    async def no_route(self: asyncio.AbstractEventLoop, sock: Any, address: Any) -> None:
+        raise OSError(code, f"mocked: {errno.errorcode[code]}")
+
+    loop_type = type(asyncio.get_running_loop())
+    monkeypatch.setattr(loop_type, "sock_connect", no_route)
+    with pytest.raises(ProbeError) as raised:
+        await open_socket("127.0.0.1", 587, 1.0)
+    assert raised.value.kind == "unreachable"
+
+    report = await run(config_for(587, timeout_s=1.0))
+    result = assert_failed_at(report, "connect", "connect.unreachable")
+    assert result.summary == "No route to 127.0.0.1:587."
+    assert result.finding is not None
+    assert "no network route from this machine to 127.0.0.1" in result.finding.cause
+    assert errno.errorcode[code] in result.finding.cause  # the kernel's words, quoted
+    assert "default route" in result.finding.fix
+
+
+async def test_other_connect_errors_are_not_called_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MOCK, as above: an errno that is neither refusal nor a missing route (EACCES from a local firewall)."""
+
+    async def denied(self: asyncio.AbstractEventLoop, sock: Any, address: Any) -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(type(asyncio.get_running_loop()), "sock_connect", denied)
+    with pytest.raises(ProbeError) as raised:
+        await open_socket("127.0.0.1", 587, 1.0)
+    assert raised.value.kind == "connect_error"
+    assert "Permission denied" in raised.value.message
+
+
+async def test_no_greeting_from_a_silent_listener(raw_peer: Callable[..., RawPeer]) -> None:
+    peer = raw_peer()
+    report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.no_greeting")
+    assert f"sent no greeting in {SHORT_TIMEOUT_S:g} s" in result.summary
+    assert result.finding is not None and "no SMTP greeting" in result.finding.cause
+    # The greeting wait, the TLS probe and the sniff are each bounded by the timeout.
+    assert result.duration_ms <= (3 * SHORT_TIMEOUT_S + 1) * 1000
+    assert peer.accepted >= 2  # the stage looked again (TLS, then QUIT) before naming the failure
+
+
+@pytest.mark.parametrize("mode", ["starttls", "auto"])
+async def test_implicit_tls_port_spoken_to_in_plaintext(
+    fake_smtp_factory: Callable[..., FakeSMTP], mode: str
+) -> None:
+    srv = fake_smtp_factory(tls="implicit")
+    assert srv.tls_port is not None
+    report = await run(config_for(srv.tls_port, tls_mode=mode, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.implicit_tls_expected")
+    assert result.facts["implicit_tls_detected"] is True
+    assert "answered a TLS handshake" in result.summary
+    assert result.finding is not None
+    assert f"Port {srv.tls_port} on 127.0.0.1 expects implicit TLS" in result.finding.cause
+    assert "implicit TLS" in result.finding.fix
+    assert result.duration_ms <= (2 * SHORT_TIMEOUT_S + 1) * 1000
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # keep pytest's output clean
+        pass
+
+
+class _Http11Handler(_QuietHandler):
+    default_request_version = "HTTP/1.1"  # error replies get a status line, as nginx's do
+
+
+@pytest.fixture(params=[_QuietHandler, _Http11Handler], ids=["http0.9-error-page", "http1.1-status-line"])
+def http_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A real HTTP server (the standard library's) on loopback."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+async def test_not_smtp_http_server(http_port: int) -> None:
+    report = await run(config_for(http_port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.not_smtp")
+    assert "is not an SMTP server" in result.summary
+    assert result.finding is not None
+    assert f"The service on 127.0.0.1:{http_port} is not SMTP" in result.finding.cause
+    assert "HTTP" in result.finding.cause or "web server" in result.finding.cause
+    assert "this port belongs to another service" in result.finding.fix
+
+
+async def test_not_smtp_ssh_banner(raw_peer: Callable[..., RawPeer]) -> None:
+    peer = raw_peer(b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n")
+    report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.not_smtp")
+    assert result.facts["banner"].startswith("an SSH banner")
+    assert result.finding is not None and "SSH-2.0-OpenSSH_9.6p1" in result.finding.cause
+
+
+async def test_garbage_greeting_is_a_protocol_error(raw_peer: Callable[..., RawPeer]) -> None:
+    peer = raw_peer(b"hello there, not smtp\r\n")
+    report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.protocol_error")
+    assert "\n" not in result.summary and "not an SMTP greeting" in result.summary
+    assert result.finding is not None and "hello there, not smtp" in result.finding.cause
+
+
+@pytest.mark.parametrize(("code", "text"), [(554, "5.3.2 No SMTP service here"), (421, "4.3.2 Service not")])
+async def test_greeting_rejected(fake_smtp_factory: Callable[..., FakeSMTP], code: int, text: str) -> None:
+    srv = fake_smtp_factory(faults=[parse_fault(f"greeting=reply:{code}")])
+    report = await run(config_for(srv.port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.greeting_rejected")
+    assert result.facts["greeting_code"] == code
+    assert f"greeted with {code}" in result.summary
+    assert result.finding is not None
+    assert f'"{code} {text}' in result.finding.cause
+    assert "421 retry later" in result.finding.fix
+
+
+async def test_closed_by_server_before_greeting(raw_peer: Callable[..., RawPeer]) -> None:
+    peer = raw_peer(close_after=True)
+    report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
+    result = assert_failed_at(report, "connect", "connect.closed_by_server")
+    assert "closed the connection before greeting" in result.summary
+    assert result.finding is not None and "closed it before greeting" in result.finding.cause
+
+
+async def test_closed_by_the_fake_server_at_the_greeting(fake_smtp_factory: Callable[..., FakeSMTP]) -> None:
+    srv = fake_smtp_factory(faults=[parse_fault("greeting=disconnect")])
+    report = await run(config_for(srv.port, timeout_s=SHORT_TIMEOUT_S))
+    assert_failed_at(report, "connect", "connect.closed_by_server")
+
+
+async def test_every_address_is_tried_in_order(
+    fake_smtp_factory: Callable[..., FakeSMTP], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with two A records: the first (127.0.0.2, nothing listens) refuses, the second answers."""
+    srv = fake_smtp_factory()
+    with DnsResponder({"mail.test.": {"A": ["127.0.0.2", "127.0.0.1"]}}) as dns:
+        point_dns_stage_at(dns, monkeypatch)
+        config = config_for(srv.port, host="mail.test", dns_servers=("127.0.0.1",), tls_mode="none")
+        report = await run(config)
+    connect = report.stage("connect")
+    assert connect.status is Status.PASSED
+    assert connect.facts["attempts"] == {"127.0.0.2": "refused", "127.0.0.1": "connected"}
+    assert connect.facts["connected_address"] == "127.0.0.1"
+    assert report.verdict == "valid"
+
+
+async def test_a_passing_connect_reports_the_greeting(fake_smtp_factory: Callable[..., FakeSMTP]) -> None:
+    srv = fake_smtp_factory(auth="required", tls="off", username=USER, password=PASSWORD)
+    report = await run(config_for(srv.port, username=USER, password=PASSWORD, tls_mode="none"))
+    connect = report.stage("connect")
+    assert connect.status is Status.PASSED
+    assert connect.facts["greeting_code"] == 220
+    assert "ESMTP fake-smtp" in connect.facts["greeting"]
+    assert connect.summary.startswith(f"Connected to 127.0.0.1:{srv.port}; greeting: 220 ")
