@@ -157,6 +157,13 @@ async def test_cr_lf_nul_in_each_field_is_422(tmp_path: Path, field: str, bad: s
     assert [e["field"] for e in response.json()["errors"]] == [field]
 
 
+async def test_unforeseen_values_are_still_4xx(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        for port in ("\u00b2", 1e308, -1, [], {}, True, "65536"):
+            response = await client.post("/api/diagnostics", json={**config_for(2525), "port": port})
+            assert response.status_code == 422, port
+
+
 async def test_nul_in_ca_bundle_is_422(tmp_path: Path) -> None:
     config = config_for(2525, ca_bundle="-----BEGIN CERTIFICATE-----\x00")
     async with api_client(create_app(make_settings(tmp_path))) as client:
