@@ -111,14 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
 
     serve = commands.add_parser("serve", help="run the web service", description="Run the web service.")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8025, help="port to listen on (default: 8025)")
+    serve.add_argument("--host", default=None, help="address to listen on (default: DIAG_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: DIAG_PORT or 8025)")
     serve.add_argument("--demo", action="store_true", help="also start bundled fake SMTP servers to try")
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="alias of 'serve --demo'", description="Alias of 'serve --demo'.")
-    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8025, help="port to listen on (default: 8025)")
+    demo.add_argument("--host", default=None, help="address to listen on (default: DIAG_HOST or 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=None, help="port to listen on (default: DIAG_PORT or 8025)")
     demo.set_defaults(handler=_serve, demo=True)
 
     return parser  # subparsers are _Parser too (argparse uses the parent's class): one-line errors
@@ -237,7 +237,7 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
 
 
 def _serve(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
-    if not 1 <= args.port <= 65535:
+    if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError("--port: must be a whole number from 1 to 65535")
     try:  # the service is built separately and imported only when asked for
         serve_module = importlib.import_module("diag.service.serve")

@@ -182,7 +182,7 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
     if port is None:
         bad("port", "is required")
     elif isinstance(port, bool) or not isinstance(port, int):
-        if isinstance(port, str) and port.strip().isdigit():
+        if isinstance(port, str) and port.strip().isascii() and port.strip().isdigit():
             port = int(port.strip())
         else:
             bad("port", "must be a whole number from 1 to 65535")

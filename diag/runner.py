@@ -11,7 +11,7 @@ import asyncio
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -55,7 +55,7 @@ async def run_events(
     *,
     policy: EgressPolicy | None = None,
     run_id: str | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     run_id = run_id or uuid.uuid4().hex
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     ctx = RunContext(config=config, policy=policy or EgressPolicy.default())

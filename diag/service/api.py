@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncGenerator
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from diag.config import ConfigError, SmtpConfig, parse_config
 from diag.policy import parse_ip_literal
-from diag.report import Event, Report, RunFinished
+from diag.report import Report, RunFinished
 from diag.service.limits import retry_after_header
 from diag.service.sse import EventStreamResponse
 from diag.service.state import Services
@@ -159,7 +159,7 @@ async def stream_run(
     from diag.runner import run_events
 
     # run_events is an async generator; its declared type (AsyncIterator) just does not say so.
-    events = cast(AsyncGenerator[Event, None], run_events(config, policy=services.policy, run_id=run_id))
+    events = run_events(config, policy=services.policy, run_id=run_id)
     finished = False
     try:
         async for event in events:

@@ -10,14 +10,11 @@ import dataclasses
 import socket
 import sys
 from contextlib import ExitStack
-from typing import Any, Final, TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
 from diag.settings import Settings, SettingsError, is_loopback_host
-
-CLI_DEFAULT_HOST: Final = "127.0.0.1"
-CLI_DEFAULT_PORT: Final = 8025
 
 
 def configure_service_logging(level: str, stream: TextIO | None = None) -> None:
@@ -63,9 +60,9 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
     except SettingsError as exc:
         print(f"smtp-diag: configuration error: {exc}", file=err)
         return 2
-    # The CLI's flags have defaults; DIAG_HOST / DIAG_PORT apply when the flags were left at them.
-    host = settings.host if host in (None, CLI_DEFAULT_HOST) else host
-    port = settings.port if port in (None, CLI_DEFAULT_PORT) else port
+    # Flags win; DIAG_HOST / DIAG_PORT (whose defaults are 127.0.0.1:8025) apply when a flag is not given.
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
     assert host is not None and port is not None
     configure_service_logging(settings.log_level)
     warning = exposure_warning(host, settings)

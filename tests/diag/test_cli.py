@@ -186,9 +186,9 @@ def test_help_exits_0() -> None:
 
 
 @pytest.fixture
-def service_module(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, bool]]:
+def service_module(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, int | None, bool]]:
     """A stand-in for diag.service.serve, whose real `main` would block running uvicorn: a mock by necessity."""
-    calls: list[tuple[str, int, bool]] = []
+    calls: list[tuple[str | None, int | None, bool]] = []
     module = types.ModuleType("diag.service.serve")
 
     def fake_main(host: str, port: int, demo: bool) -> int:
@@ -200,11 +200,14 @@ def service_module(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, bool
     return calls
 
 
-def test_serve_and_demo_call_the_service_with_their_arguments(service_module: list[tuple[str, int, bool]]) -> None:
+def test_serve_and_demo_call_the_service_with_their_arguments(
+    service_module: list[tuple[str | None, int | None, bool]],
+) -> None:
     assert run_main(["serve"])[0] == 0
     assert run_main(["serve", "--host", "::1", "--port", "9000", "--demo"])[0] == 0
     assert run_main(["demo", "--port", "9001"])[0] == 0
-    assert service_module == [("127.0.0.1", 8025, False), ("::1", 9000, True), ("127.0.0.1", 9001, True)]
+    # Flags not given are None, so the service's DIAG_HOST / DIAG_PORT settings (default 127.0.0.1:8025) apply.
+    assert service_module == [(None, None, False), ("::1", 9000, True), (None, 9001, True)]
 
 
 def test_serve_without_the_service_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
