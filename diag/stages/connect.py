@@ -129,12 +129,13 @@ async def _after_connect_failure(
                 kind="tls.not_tls",
                 server_text=error.message,
             )
+        detail = error.message.removeprefix("TLS handshake failed: ")  # the finding says it already
         return Outcome(
             Status.FAILED,
-            f"TLS handshake with {where} failed: {error.message}",
+            f"TLS handshake with {where} failed: {detail}.",
             facts,
             kind="tls.handshake_failed",
-            server_text=error.message,
+            server_text=detail,
         )
     if error.kind == "protocol_error":
         banner = _known_banner(error.message)

@@ -103,12 +103,13 @@ async def _reopen_unverified(ctx: RunContext, old: Probe) -> Probe:
 def _handshake_failure(error: ProbeError) -> Outcome:
     if error.kind == "tls_handshake" and error.cause is not None:
         kind = certs.handshake_kind(error.cause)
+        detail = error.message.removeprefix("TLS handshake failed: ")  # the finding says it already
         summary = (
             "The server answered the TLS handshake in plaintext."
             if kind == "not_tls"
-            else f"The TLS handshake failed: {error.message}."
+            else f"The TLS handshake failed: {detail}."
         )
-        return Outcome(Status.FAILED, summary, kind=kind, server_text=error.message)
+        return Outcome(Status.FAILED, summary, kind=kind, server_text=detail)
     return Outcome(
         Status.FAILED, f"STARTTLS failed: {error.message}.", kind=error.kind, server_text=error.message
     )
