@@ -1,0 +1,108 @@
+"""The fake-smtp command as a subprocess: printed listeners, a real send, clean stop on signals."""
+
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tests.fake_smtp.clients import make_message
+
+PASSWORD = "cli-unique-Pa55word-7f3a"
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, list[str]]]:
+    """Start the CLI and read its listener lines up to 'ready' (bounded by pytest's timeout)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fake_smtp.cli", "--port", "0", "--tls-port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "FAKE_SMTP_PASSWORD": PASSWORD},
+    )
+    assert process.stdout is not None
+    listeners: dict[str, list[str]] = {}
+    for line in process.stdout:
+        if line.strip() == "ready":
+            return process, listeners
+        kind, *rest = line.split()
+        listeners[kind] = rest
+    raise AssertionError(f"exited early: {process.wait()} {read_all(process.stderr)}")
+
+
+def read_all(stream: IO[str] | None) -> str:
+    return "" if stream is None else stream.read()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serves_and_stops_cleanly(signum: signal.Signals, tmp_path: Path) -> None:
+    process, listeners = start("--auth", "required", "--tls", "both", "--username", "bob",
+                               "--ca-out", str(tmp_path / "ca.pem"), "--maildir", str(tmp_path / "md"))
+    try:
+        host, port = listeners["smtp"]
+        assert listeners["smtps"][0] == host and listeners["ca-pem"] == [str(tmp_path / "ca.pem")]
+        import ssl
+
+        context = ssl.create_default_context(cafile=listeners["ca-pem"][0])
+        with smtplib.SMTP(host, int(port), timeout=5) as smtp:
+            smtp.starttls(context=context)
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                smtp.login("bob", "wrong-" + PASSWORD)
+            smtp.login("bob", PASSWORD)
+            smtp.send_message(make_message(subject="via cli"))
+    finally:
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "message accepted" in err and "auth" in err and "disconnect" in err
+    assert "success=False" in err and "success=True" in err
+    assert PASSWORD not in out + err
+    assert list((tmp_path / "md" / "new").iterdir())
+
+
+def test_cli_fault_and_http_port() -> None:
+    process, listeners = start("--fault", "mail_from=reply:550", "--http-port", "0")
+    try:
+        host, port = listeners["smtp"]
+        assert listeners["http"][0].startswith("http://127.0.0.1:")
+        assert "smtps" not in listeners and "ca-pem" not in listeners
+        with smtplib.SMTP(host, int(port), timeout=5) as smtp:
+            smtp.ehlo()
+            assert smtp.mail("a@x.test")[0] == 550
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fault", "auth=explode"], "unknown fault action 'explode'"),
+        (["--port", "70000"], "invalid port"),
+        (["--tls", "ssl"], "invalid choice"),
+        (["--cert", "only.pem"], "--cert and --key go together"),
+        (["--require-starttls"], "require_starttls"),
+        (["--max-size", "0"], "positive"),
+    ],
+)
+def test_cli_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "fake_smtp.cli", *args], capture_output=True, text=True,
+                          timeout=15)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("fake-smtp: error: ")
+    assert message in done.stderr
+
+
+def test_cli_port_in_use_is_a_one_line_error() -> None:
+    process, listeners = start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "fake_smtp.cli", "--port", listeners["smtp"][1]],
+                              capture_output=True, text=True, timeout=15)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert done.returncode == 1
+    assert "cannot start" in done.stderr
