@@ -36,7 +36,8 @@ from typing import Any
 
 RUNS = int(os.environ.get("BENCH_LOAD_RUNS", "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_LOAD_CONCURRENCY", "200"))
-WARMUP = int(os.environ.get("BENCH_LOAD_WARMUP", "100"))
+# Two full waves at the load's concurrency, so RSS growth measures what stays, not the first peak.
+WARMUP = int(os.environ.get("BENCH_LOAD_WARMUP", str(2 * CONCURRENCY)))
 TLS = os.environ.get("BENCH_LOAD_TLS", "0") == "1"
 SENDERS = int(os.environ.get("BENCH_FAKE_SENDERS", "200"))
 MESSAGES = int(os.environ.get("BENCH_FAKE_MESSAGES", "5"))
