@@ -27,6 +27,7 @@ import random
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,21 @@ async def http_load(base_url: str, payload: dict[str, Any], count: int, concurre
     return {"elapsed": time.perf_counter() - t0, "latencies": latencies, "errors": errors}
 
 
+async def sequential_latency(base_url: str, count: int = 50) -> float:
+    """Median latency of GET /healthz, one request after another on one keep-alive connection: where a
+    listener without TCP_NODELAY shows (a response split in two writes waits for the client's delayed ACK)."""
+    import httpx
+
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        await client.get("/healthz")
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await client.get("/healthz")
+            latencies.append(time.perf_counter() - t0)
+    return statistics.median(latencies)
+
+
 async def inprocess_load(config: Any, count: int, concurrency: int) -> dict[str, Any]:
     from diag.runner import run
 
@@ -240,6 +256,7 @@ def http_figures(port: int, db_dir: str, payload: dict[str, Any], ref_rate: floa
         loaded = asyncio.run(http_load(url, payload, RUNS, CONCURRENCY))
         child.send_signal(signal.SIGUSR2)
         rss_after = rss_kib(child.pid)
+        one_by_one = asyncio.run(sequential_latency(url))
     finally:
         lag = stop_service(child)
     api_rate = describe("HTTP API", loaded, RUNS)
@@ -249,7 +266,8 @@ def http_figures(port: int, db_dir: str, payload: dict[str, Any], ref_rate: floa
     growth = (rss_after - rss_before) / 1024
     print(f"    server RSS after {WARMUP} warm-up runs {rss_before / 1024:.1f} MB, after {RUNS} more "
           f"{rss_after / 1024:.1f} MB: growth {growth:+.1f} MB   (target < 20 MB)")
-    print(f"    warm-up errors {len(warm['errors'])}")
+    print(f"    warm-up errors {len(warm['errors'])}; sequential GET /healthz on one connection: "
+          f"median {one_by_one * 1000:.1f} ms")
 
 
 async def senders(port: int) -> tuple[float, int]:
