@@ -250,7 +250,8 @@ class Probe:
         return Reply(response.code, response.message)
 
     async def close(self) -> None:
-        """QUIT politely (bounded), then close whatever is left."""
+        """QUIT politely (bounded), then close whatever is left, and the socket with it, now."""
+        transport = self.smtp.transport
         if self.smtp.is_connected:
             try:
                 self.transcript.client("QUIT")
@@ -259,6 +260,11 @@ class Probe:
             except Exception:  # noqa: S110 - the session is over either way; nothing to report
                 pass
         self.smtp.close()
+        if isinstance(transport, asyncio.Transport):
+            # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), and the
+            # socket open until then: a caller whose loop ends first leaks it. After QUIT, abort.
+            transport.abort()
+        await asyncio.sleep(0)  # one loop turn runs the transport's connection_lost: the socket closes
 
     async def _call(self, line: str, coro: Awaitable[SMTPResponse]) -> Reply:
         self.transcript.client(line)
