@@ -13,6 +13,7 @@ from tests.fake_smtp.clients import (
     SENDER,
     Outcome,
     aiosmtplib_conversation,
+    close_now,
     make_message,
     smtplib_conversation,
     trusting,
@@ -156,7 +157,7 @@ async def test_starttls_refused_without_trusting_the_pem_aiosmtplib() -> None:
             with pytest.raises(ssl.SSLCertVerificationError, match="self-signed certificate"):
                 await smtp.starttls(tls_context=ssl.create_default_context())
         finally:
-            smtp.close()
+            await close_now(smtp)
 
 
 @CLIENTS
