@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VALIDITY = dt.timedelta(days=30)
+# A year: a fresh demo server must not trip the tool's own "expires within 30 days" warning.
+VALIDITY = dt.timedelta(days=365)
 
 
 @dataclass(frozen=True)
