@@ -23,6 +23,7 @@ from pathlib import Path
 import aiosmtplib
 
 from diag.config import Secret, SmtpConfig
+from diag.logging import configure_logging
 from diag.runner import run
 from fake_smtp import FakeSMTP
 
@@ -102,6 +103,7 @@ def whole_process(srv: FakeSMTP) -> tuple[float, float] | None:
 
 
 def main() -> int:
+    configure_logging(json=False, level="warning")  # the figures, not a log line per stage
     with FakeSMTP(auth="required", tls="starttls", username=USER, password=PASSWORD) as srv:
         bare, engine = asyncio.run(in_process(srv))
         print(f"engine vs bare aiosmtplib (STARTTLS+AUTH+MAIL FROM, median of {ROUNDS}):")

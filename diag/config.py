@@ -25,6 +25,9 @@ MAX_FIELD_LENGTH: Final = 1024
 MAX_CA_BUNDLE_LENGTH: Final = 256 * 1024
 DEFAULT_TIMEOUT_S: Final = 10.0
 MAX_TIMEOUT_S: Final = 120.0
+# What EHLO may carry (RFC 5321 Domain / address-literal): anything else is refused by servers or libraries.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HELO_NAME: Final = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$|^\[[0-9A-Fa-f:.]{{2,45}}\]$")
 
 
 class TlsMode(StrEnum):
@@ -158,6 +161,9 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
         if len(value) > limit:
             bad(name, f"must be at most {limit} characters")
             return None
+        if not _encodable(value):
+            bad(name, "must be valid Unicode text (it contains a lone surrogate)")
+            return None
         return value
 
     def flag(name: str) -> bool:
@@ -177,6 +183,10 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
     ca_bundle = _ca_bundle(data.get("ca_bundle"), bad)
     recipient = text("recipient")
     helo_name = text("helo_name")
+    if helo_name is not None and not HELO_NAME.match(helo_name):
+        bad("helo_name", "must be a host name (ASCII letters, digits, hyphens, dots) or an address literal like "
+            "[192.0.2.1]")
+        helo_name = None
 
     port = data.get("port")
     if port is None:
@@ -233,6 +243,14 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
         send_test_message=send,
         helo_name=helo_name,
     )
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ca_bundle(value: Any, bad: Any) -> str | None:

@@ -57,7 +57,7 @@ class BodyTooLarge(Exception):
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+    if declared is not None and declared.strip().isascii() and declared.strip().isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -202,7 +202,7 @@ async def list_diagnostics(request: Request) -> Response:
     limit = 50
     raw_limit = params.get("limit")
     if raw_limit:
-        if raw_limit.isdigit() and 1 <= int(raw_limit) <= 500:
+        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 500:
             limit = int(raw_limit)
         else:
             errors.append({"field": "limit", "message": "must be a whole number from 1 to 500"})

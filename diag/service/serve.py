@@ -30,7 +30,11 @@ def url_for(host: str, port: int) -> str:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host.strip("[]"), port), family=family, backlog=256)
+    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=256)
+    # Accepted sockets inherit it: without it keep-alive responses waited ~44 ms for delayed ACKs here
+    # (measured by bench/load.py), whatever asyncio sets on the transport later.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def with_demo_ports(settings: Settings, ports: frozenset[int]) -> Settings:
