@@ -249,10 +249,12 @@ class Probe:
         self.transcript.server(response.code, response.message)
         return Reply(response.code, response.message)
 
-    async def close(self) -> None:
-        """QUIT politely (bounded), then close whatever is left, and the socket with it, now."""
+    async def close(self, *, polite: bool = True) -> None:
+        """QUIT (bounded) when `polite`, then close whatever is left, and the socket with it, now.
+
+        Not polite after the run's budget ran out: the session stopped mid-command, a QUIT would only wait."""
         transport = self.smtp.transport
-        if self.smtp.is_connected:
+        if polite and self.smtp.is_connected:
             try:
                 self.transcript.client("QUIT")
                 response = await self.smtp.quit(timeout=min(2.0, self.smtp.timeout or 2.0))

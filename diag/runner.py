@@ -87,7 +87,7 @@ async def run_events(
             yield StageFinished(run_id, result)
     finally:
         if ctx.probe is not None:
-            await ctx.probe.close()
+            await ctx.probe.close(polite=time.monotonic() < deadline)
     report = Report(
         id=run_id,
         started_at=started_at,
