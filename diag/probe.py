@@ -127,6 +127,8 @@ class Probe:
         self.implicit_tls = smtp.use_tls
         # Set when a verifying handshake failed and this session continues unverified to describe the server.
         self.verify_error: ssl.SSLCertVerificationError | None = None
+        # aiosmtplib forgets its transport when a command times out; close() must still abort a TLS one.
+        self._tls_transport: asyncio.BaseTransport | None = None
 
     @classmethod
     async def open(
@@ -253,7 +255,7 @@ class Probe:
         """QUIT (bounded) when `polite`, then close whatever is left, and the socket with it, now.
 
         Not polite after the run's budget ran out: the session stopped mid-command, a QUIT would only wait."""
-        transport = self.smtp.transport
+        transports = {self.smtp.transport, self._tls_transport}
         if polite and self.smtp.is_connected:
             try:
                 self.transcript.client("QUIT")
@@ -262,10 +264,11 @@ class Probe:
             except Exception:  # noqa: S110 - the session is over either way; nothing to report
                 pass
         self.smtp.close()
-        if isinstance(transport, asyncio.Transport):
-            # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), and the
-            # socket open until then: a caller whose loop ends first leaks it. After QUIT, abort.
-            transport.abort()
+        for transport in transports:
+            if isinstance(transport, asyncio.Transport):
+                # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), and the
+                # socket open until then: a caller whose loop ends first leaks it. After QUIT, abort.
+                transport.abort()
         await asyncio.sleep(0)  # one loop turn runs the transport's connection_lost: the socket closes
 
     async def _call(self, line: str, coro: Awaitable[SMTPResponse]) -> Reply:
@@ -288,6 +291,7 @@ class Probe:
         return error
 
     def _note_tls(self) -> None:
+        self._tls_transport = self.smtp.transport
         obj = self.ssl_object
         if obj is not None:
             cipher = obj.cipher()
