@@ -42,6 +42,11 @@ class Reply:
     def ok(self) -> bool:
         return 200 <= self.code < 400
 
+    @property
+    def valid(self) -> bool:
+        """SMTP reply codes start with 2 to 5 (RFC 5321 4.2.1); anything else is a broken peer."""
+        return 200 <= self.code < 600
+
     def __str__(self) -> str:
         return f"{self.code} {' '.join(self.text.split())}"
 
@@ -68,11 +73,17 @@ def _tls_error_in(exc: BaseException) -> ssl.SSLError | None:
 
 def map_exception(exc: BaseException, what: str) -> ProbeError:
     """One place that knows aiosmtplib's and ssl's exception tree."""
+    if isinstance(exc, ProbeError):
+        return exc
     tls = _tls_error_in(exc)
     if isinstance(tls, ssl.SSLCertVerificationError):
         return ProbeError("tls_verify", f"certificate verification failed: {tls.verify_message}", cause=tls)
     if tls is not None:
         return ProbeError("tls_handshake", f"TLS handshake failed: {tls.reason or tls}", cause=tls)
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError) and "upgrading transport" in str(exc):
+        # The server said 220 to STARTTLS, then did not complete the handshake: a TLS failure, not silence.
+        return ProbeError("tls_handshake", "the server agreed to STARTTLS but never completed the TLS handshake",
+                          cause=exc)
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         return ProbeError("timeout", f"no reply to {what} within the timeout", cause=exc)
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
@@ -142,20 +153,27 @@ class Probe:
         """Connect (TCP, then TLS for implicit TLS) and read the greeting, whatever its code."""
         sock = await open_socket(address, config.port, config.timeout_s)
         transcript.note(f"connected to {address}:{config.port}")
-        smtp = aiosmtplib.SMTP(
-            sock=sock,
-            hostname=config.host,
-            use_tls=tls_context is not None,
-            start_tls=False,
-            tls_context=tls_context,
-            timeout=config.timeout_s,
-            local_hostname=helo_name(config),
-        )
         try:
-            response = await smtp.connect()
-            greeting = Reply(response.code, response.message)
-        except aiosmtplib.SMTPConnectResponseError as exc:
-            greeting = Reply(exc.code, exc.message)
+            smtp = aiosmtplib.SMTP(
+                sock=sock,
+                hostname=config.host,
+                use_tls=tls_context is not None,
+                start_tls=False,
+                tls_context=tls_context,
+                timeout=config.timeout_s,
+                local_hostname=helo_name(config),
+            )
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            try:
+                response = await smtp.connect()
+                greeting = Reply(response.code, response.message)
+            except aiosmtplib.SMTPConnectResponseError as exc:
+                greeting = Reply(exc.code, exc.message)
+            if not greeting.valid:
+                raise ProbeError("protocol_error", f"invalid greeting: {greeting}")
         except BaseException as exc:
             smtp.close()
             sock.close()
@@ -190,27 +208,16 @@ class Probe:
         return [m.upper() for m in self.smtp.server_auth_methods]
 
     async def ehlo(self) -> Reply:
-        name = helo_name_of(self.smtp)
-        return await self._call(f"EHLO {name}", self.smtp.ehlo())
+        return await self._call(f"EHLO {helo_name_of(self.smtp)}", self.smtp.ehlo())
 
     async def helo(self) -> Reply:
-        name = helo_name_of(self.smtp)
-        return await self._call(f"HELO {name}", self.smtp.helo())
+        return await self._call(f"HELO {helo_name_of(self.smtp)}", self.smtp.helo())
 
     async def starttls(self, context: ssl.SSLContext) -> Reply:
-        self.transcript.client("STARTTLS")
-        try:
-            response = await self.smtp.starttls(tls_context=context)
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code < 0:
-                raise self._fail(exc, "STARTTLS") from None
-            self.transcript.server(exc.code, exc.message)
-            return Reply(exc.code, exc.message)
-        except Exception as exc:
-            raise self._fail(exc, "STARTTLS") from None
-        self.transcript.server(response.code, response.message)
-        self._note_tls()
-        return Reply(response.code, response.message)
+        reply = await self._call("STARTTLS", self.smtp.starttls(tls_context=context))
+        if reply.code == 220:
+            self._note_tls()
+        return reply
 
     async def auth(self, mechanism: str, username: str, password: str) -> Reply:
         methods = {
@@ -219,37 +226,15 @@ class Probe:
             "CRAM-MD5": self.smtp.auth_crammd5,
         }
         # The transcript masks everything after the mechanism; aiosmtplib sends the payload itself.
-        self.transcript.client(f"AUTH {mechanism} <credentials>")
-        try:
-            response = await methods[mechanism](username, password)
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code < 0:
-                raise self._fail(exc, "AUTH") from None
-            self.transcript.server(exc.code, exc.message)
-            return Reply(exc.code, exc.message)
-        except Exception as exc:
-            raise self._fail(exc, "AUTH") from None
-        self.transcript.server(response.code, response.message)
-        return Reply(response.code, response.message)
+        return await self._call(f"AUTH {mechanism} <credentials>", methods[mechanism](username, password))
 
     async def command(self, line: str) -> Reply:
         """Any single-line command; the reply whatever its code."""
         return await self._call(line, self.smtp.execute_command(line.encode("utf-8")))
 
     async def data(self, message: bytes) -> Reply:
-        self.transcript.client("DATA")
-        try:
-            response = await self.smtp.data(message)
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code < 0:
-                raise self._fail(exc, "DATA") from None
-            self.transcript.server(exc.code, exc.message)
-            return Reply(exc.code, exc.message)
-        except Exception as exc:
-            raise self._fail(exc, "DATA") from None
-        self.transcript.note(f"message sent ({len(message)} bytes)")
-        self.transcript.server(response.code, response.message)
-        return Reply(response.code, response.message)
+        self.transcript.note(f"sending a {len(message)}-byte test message")
+        return await self._call("DATA", self.smtp.data(message))
 
     async def close(self, *, polite: bool = True) -> None:
         """QUIT (bounded) when `polite`, then close whatever is left, and the socket with it, now.
@@ -272,18 +257,23 @@ class Probe:
         await asyncio.sleep(0)  # one loop turn runs the transport's connection_lost: the socket closes
 
     async def _call(self, line: str, coro: Awaitable[SMTPResponse]) -> Reply:
+        """Record the command, await aiosmtplib, record the reply: any SMTP code is a Reply, anything else
+        (timeouts, disconnects, TLS errors, codes that are no SMTP reply) a ProbeError."""
+        what = line.split(" ", 1)[0]
         self.transcript.client(line)
         try:
             response = await coro
+            reply = Reply(response.code, response.message)
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:
-                raise self._fail(exc, line.split(" ", 1)[0]) from None
-            self.transcript.server(exc.code, exc.message)
-            return Reply(exc.code, exc.message)
+                raise self._fail(exc, what) from None
+            reply = Reply(exc.code, exc.message)
         except Exception as exc:
-            raise self._fail(exc, line.split(" ", 1)[0]) from None
-        self.transcript.server(response.code, response.message)
-        return Reply(response.code, response.message)
+            raise self._fail(exc, what) from None
+        self.transcript.server(reply.code, reply.text)
+        if not reply.valid:
+            raise self._fail(ProbeError("protocol_error", f"invalid reply to {what}: {reply}"), what)
+        return reply
 
     def _fail(self, exc: BaseException, what: str) -> ProbeError:
         error = map_exception(exc, what)
