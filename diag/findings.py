@@ -251,11 +251,6 @@ ROWS: Final[tuple[Row, ...]] = (
         "Use the provider's submission server and port (587 or 465), which speak ESMTP; a HELO-only server "
         "can only relay anonymous mail in clear text.",
     ),
-    Row(
-        "ehlo.malformed",
-        "The server's answer to EHLO was not valid SMTP: {reply}.",
-        "The peer is not a standards-conforming SMTP server; check that {host}:{port} is the right service.",
-    ),
     # ---- tls ----------------------------------------------------------------------------------------------
     Row(
         "tls.starttls_not_offered",
@@ -587,9 +582,9 @@ def finding_for(
     """The finding for a stage's failure or warning. `kind` may be a full code ("tls.not_tls")."""
     code = kind if "." in kind else f"{stage}.{kind}"
     rows = TABLE.get(code)
-    if rows is None and kind in GENERIC_KINDS:
-        rows = TABLE[f"any.{kind}"]
-        code = f"{stage}.{kind}"
+    generic = code.partition(".")[2]
+    if rows is None and generic in GENERIC_KINDS:  # "<stage>.timeout" and friends share one row each
+        rows = TABLE[f"any.{generic}"]
     if rows is None:
         return Finding(
             code, f"Unclassified failure: {_quote(reply_code, server_text)}.", "See the transcript."

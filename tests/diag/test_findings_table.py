@@ -120,6 +120,15 @@ def test_every_emitted_code_has_a_row() -> None:
         assert not finding.cause.startswith("Unclassified"), code
 
 
+def test_generic_kinds_resolve_given_bare_or_as_full_codes() -> None:
+    config = sample_config()
+    for kind in GENERIC_KINDS:
+        bare = finding_for("ehlo", kind, config)
+        full = finding_for("tls", f"ehlo.{kind}", config)
+        assert bare.code == full.code == f"ehlo.{kind}"
+        assert bare.cause == full.cause and not bare.cause.startswith("Unclassified")
+
+
 def test_unknown_codes_say_so() -> None:
     finding = finding_for("auth", "no_such_kind", sample_config(), 599, "x")
     assert finding.code == "auth.no_such_kind" and finding.cause.startswith("Unclassified failure")
@@ -132,7 +141,7 @@ def test_every_table_code_is_emitted_or_generic() -> None:
         stage, _, kind = code.partition(".")
         if stage == "any":
             assert kind in GENERIC_KINDS, code
-        elif code != "ehlo.malformed":  # kept for a malformed EHLO reply; protocol_error covers it today
+        else:
             assert code in emitted, f"{code} is in the table but no stage emits it"
 
 
