@@ -97,6 +97,12 @@ ROWS: Final[tuple[Row, ...]] = (
         "Enter a bare address such as you@example.com as the test recipient, or turn off the test message.",
     ),
     Row(
+        "config.invalid_helo_name",
+        "The HELO name {reply} is not a host name: servers refuse it in EHLO.",
+        "Leave the HELO name empty (this machine's name is used) or give a fully qualified host name such as "
+        "app.example.com.",
+    ),
+    Row(
         "config.forbidden_characters",
         "The field {reply} contains a line break or NUL character. Sent to the "
         "server it would end the SMTP command early and inject another one (SMTP command injection).",

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Any, Final
 
-from diag.config import FORBIDDEN_CHARACTERS, Secret, SmtpConfig, TlsMode
+from diag.config import FORBIDDEN_CHARACTERS, HELO_NAME, Secret, SmtpConfig, TlsMode
 from diag.findings import finding_for
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
@@ -122,5 +122,11 @@ def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
             "invalid_recipient",
             repr(config.recipient)[:100],
             f"Test recipient {config.recipient!r:.100} is not a plain address.",
+        )
+    if config.helo_name and not HELO_NAME.match(config.helo_name):
+        return (
+            "invalid_helo_name",
+            repr(config.helo_name)[:100],
+            f"HELO name {config.helo_name!r:.100} is not a host name or address literal.",
         )
     return None

@@ -78,6 +78,15 @@ async def test_partial_credentials(username: str | None, password: str | None, g
     assert PASSWORD not in str(report.to_dict())
 
 
+@pytest.mark.parametrize("helo_name", ["é.example", "a b", "-bad", "a..b"])
+async def test_helo_name_that_is_no_host_name(helo_name: str) -> None:
+    """parse_config refuses these; a config built by hand must still stop before any socket."""
+    report = await run(config_for(587, helo_name=helo_name))
+    result = assert_failed_at(report, "config", "config.invalid_helo_name")
+    assert report.stage("dns").status is Status.SKIPPED
+    assert result.finding is not None and "HELO name" in result.finding.cause
+
+
 async def test_send_without_recipient_is_invalid_recipient() -> None:
     report = await run(config_for(587, send_test_message=True))
     result = assert_failed_at(report, "config", "config.invalid_recipient")
