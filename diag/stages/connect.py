@@ -159,8 +159,16 @@ async def _after_connect_failure(
         return Outcome(
             Status.FAILED, f"{where} closed the connection before greeting.", facts, kind="closed_by_server"
         )
-    # timeout: silence. Does the port want implicit TLS? Does it speak HTTP?
-    if config.effective_tls_mode is not TlsMode.IMPLICIT and await _answers_tls(ctx, address):
+    # timeout: silence. Does the port want implicit TLS? Does it speak HTTP? Both questions at once, on
+    # fresh connections, so a silent port costs two timeouts, not three.
+    wants_tls = config.effective_tls_mode is not TlsMode.IMPLICIT
+    tls_task = asyncio.ensure_future(_answers_tls(ctx, address) if wants_tls else _false())
+    try:
+        answer = await _sniff(ctx, address)
+        answers_tls = await tls_task
+    finally:
+        tls_task.cancel()
+    if answers_tls:
         facts["implicit_tls_detected"] = True
         return Outcome(
             Status.FAILED,
@@ -169,7 +177,6 @@ async def _after_connect_failure(
             facts,
             kind="implicit_tls_expected",
         )
-    answer = await _sniff(ctx, address)
     if answer is not None:
         facts["banner"] = answer
         return Outcome(
@@ -194,6 +201,10 @@ def _known_banner(text: str) -> str | None:
         if match:
             return f"{name} ({text[match.start() : match.start() + 80]!r})"
     return None
+
+
+async def _false() -> bool:
+    return False
 
 
 async def _answers_tls(ctx: RunContext, address: str) -> bool:
