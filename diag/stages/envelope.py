@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Final
 
@@ -50,84 +51,93 @@ def rcpt_kind(reply: Reply) -> str:
 
 async def check_mail_from(ctx: RunContext) -> Outcome:
     config = ctx.config
-    probe = ctx.probe
-    assert probe is not None, "the connect stage sets the probe"
-    try:
-        reply = await probe.command(f"MAIL FROM:<{config.from_email}>")
-    except ProbeError as error:
-        return Outcome(
-            Status.FAILED, f"MAIL FROM failed: {error.message}.", kind=error.kind, server_text=error.message
-        )
-    facts = {"mail_from_reply": str(reply), "from_email": config.from_email}
-    if reply.code != 250:
-        return Outcome(
-            Status.FAILED,
-            f"The server refused the sender {config.from_email}: {reply}.",
-            facts,
-            kind=mail_from_kind(reply),
-            reply_code=reply.code,
-            server_text=reply.text,
-        )
+    result = await _step(
+        ctx,
+        "MAIL FROM",
+        f"MAIL FROM:<{config.from_email}>",
+        (250,),
+        mail_from_kind,
+        f"The server refused the sender {config.from_email}",
+    )
+    if isinstance(result, Outcome):
+        return result
     if not config.recipient:
         await _reset(ctx)
-    return Outcome.passed(f"The server accepts {config.from_email} as sender.", **facts)
+    return Outcome.passed(
+        f"The server accepts {config.from_email} as sender.", mail_from_reply=str(result), from_email=config.from_email
+    )
 
 
 async def check_rcpt_to(ctx: RunContext) -> Outcome:
     config = ctx.config
     if not config.recipient:
         return Outcome.skipped("No test recipient configured.")
-    probe = ctx.probe
-    assert probe is not None
-    try:
-        reply = await probe.command(f"RCPT TO:<{config.recipient}>")
-    except ProbeError as error:
-        return Outcome(
-            Status.FAILED, f"RCPT TO failed: {error.message}.", kind=error.kind, server_text=error.message
-        )
-    facts = {"rcpt_to_reply": str(reply), "recipient": config.recipient}
-    if reply.code not in (250, 251):
-        return Outcome(
-            Status.FAILED,
-            f"The server refused the recipient {config.recipient}: {reply}.",
-            facts,
-            kind=rcpt_kind(reply),
-            reply_code=reply.code,
-            server_text=reply.text,
-        )
+    result = await _step(
+        ctx,
+        "RCPT TO",
+        f"RCPT TO:<{config.recipient}>",
+        (250, 251),
+        rcpt_kind,
+        f"The server refused the recipient {config.recipient}",
+    )
+    if isinstance(result, Outcome):
+        return result
     if not config.send_test_message:
         await _reset(ctx)
-    return Outcome.passed(f"The server accepts {config.recipient} as recipient.", **facts)
+    return Outcome.passed(
+        f"The server accepts {config.recipient} as recipient.", rcpt_to_reply=str(result), recipient=config.recipient
+    )
 
 
 async def check_send(ctx: RunContext) -> Outcome:
     config = ctx.config
     if not config.send_test_message:
         return Outcome.skipped("Sending a test message was not requested.")
-    probe = ctx.probe
-    assert probe is not None and config.recipient is not None
+    assert config.recipient is not None
     message = test_message(config.from_email, config.recipient, config.host)
+    result = await _step(ctx, "DATA", message, (250,), data_kind, "The server refused the test message")
+    if isinstance(result, Outcome):
+        result.facts["message_bytes"] = len(message)
+        return result
+    return Outcome.passed(
+        f"Test message accepted for {config.recipient}: {result}.", data_reply=str(result), message_bytes=len(message)
+    )
+
+
+def data_kind(reply: Reply) -> str:
+    if reply.code == 552:
+        return "too_large"
+    if 400 <= reply.code < 500:
+        return "temporary"
+    return "rejected"
+
+
+async def _step(
+    ctx: RunContext,
+    what: str,
+    payload: str | bytes,
+    accepted: tuple[int, ...],
+    kind_of: Callable[[Reply], str],
+    refused: str,
+) -> Reply | Outcome:
+    """One envelope command (a line, or a whole message for DATA): the accepted reply, or the failed outcome."""
+    probe = ctx.probe
+    assert probe is not None, "the connect stage sets the probe"
     try:
-        reply = await probe.data(message)
+        reply = await (probe.data(payload) if isinstance(payload, bytes) else probe.command(payload))
     except ProbeError as error:
-        return Outcome(
-            Status.FAILED,
-            f"Sending the test message failed: {error.message}.",
-            kind=error.kind,
-            server_text=error.message,
-        )
-    facts = {"data_reply": str(reply), "message_bytes": len(message)}
-    if reply.code != 250:
-        kind = "too_large" if reply.code == 552 else "temporary" if 400 <= reply.code < 500 else "rejected"
-        return Outcome(
-            Status.FAILED,
-            f"The server refused the test message: {reply}.",
-            facts,
-            kind=kind,
-            reply_code=reply.code,
-            server_text=reply.text,
-        )
-    return Outcome.passed(f"Test message accepted for {config.recipient}: {reply}.", **facts)
+        return Outcome(Status.FAILED, f"{what} failed: {error.message}.", kind=error.kind, server_text=error.message)
+    if reply.code in accepted:
+        return reply
+    key = what.lower().replace(" ", "_") + "_reply"
+    return Outcome(
+        Status.FAILED,
+        f"{refused}: {reply}.",
+        {key: str(reply)},
+        kind=kind_of(reply),
+        reply_code=reply.code,
+        server_text=reply.text,
+    )
 
 
 def test_message(from_email: str, recipient: str, host: str) -> bytes:
