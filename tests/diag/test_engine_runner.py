@@ -9,19 +9,16 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 import diag.probe
 import diag.runner
 from diag.config import SmtpConfig
-from diag.logging import ROUTED_LIBRARY_LOGGERS, configure_logging
 from diag.probe import ProbeError
 from diag.report import Report, RunFinished, StageFinished, StageStarted, Status
 from diag.runner import run, run_events
@@ -200,23 +197,6 @@ async def test_a_crashing_stage_becomes_internal_error(session: Session, monkeyp
     assert "exc_info" not in crash and "exception" not in crash
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """diag.logging's real JSON configuration writing to a buffer; process-wide state restored after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    libs = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in ROUTED_LIBRARY_LOGGERS}
-    stream = io.StringIO()
-    configure_logging(json=True, level="debug", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, (lib_handlers, propagate) in libs.items():
-        logging.getLogger(name).handlers[:] = lib_handlers
-        logging.getLogger(name).propagate = propagate
-
-
 def leaked_forms(password: str) -> list[str]:
     """The password as it could appear: plain, base64 alone (LOGIN), and the AUTH PLAIN payload."""
     def b64(raw: str) -> str:
@@ -230,7 +210,7 @@ async def test_a_planted_password_never_leaks(
     fake_smtp_factory: Callable[..., FakeSMTP],
     scripted_smtp: Callable[..., ScriptedSmtp],
     monkeypatch: pytest.MonkeyPatch,
-    json_log: io.StringIO,
+    json_logs: io.StringIO,
 ) -> None:
     planted = "pw-7c1e9a-Planted"
     forms = leaked_forms(planted)
@@ -279,13 +259,13 @@ async def test_a_planted_password_never_leaks(
         "report JSON": json.dumps([r.to_dict() for r in reports]),
         "transcripts": "\n".join(line.text for r in reports for s in r.stages for line in s.transcript),
         "summaries": "\n".join(s.summary for r in reports for s in r.stages),
-        "JSON log": json_log.getvalue(),
+        "JSON log": json_logs.getvalue(),
         "captured logs": repr(captured) + repr(crash_logs),
         "configs": "\n".join(f"{c!r} {c} {c.public_dict()}" for _, c in runs),
         "exceptions": "\n".join(f"{e} {e!r} {e.message} {e.cause!r}" for e in errors),
     }
-    assert json_log.getvalue().count('"stage_finished"') >= 9 * len(runs)  # the logger did log the runs
-    assert '"stage_crashed"' in json_log.getvalue()
+    assert json_logs.getvalue().count('"stage_finished"') >= 9 * len(runs)  # the logger did log the runs
+    assert '"stage_crashed"' in json_logs.getvalue()
     for where, text in outputs.items():
         for form in forms:
             assert form not in text, f"{form!r} leaked into {where}"

@@ -6,33 +6,16 @@ import base64
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
 from diag.config import MASK, Secret
-from diag.logging import ROUTED_LIBRARY_LOGGERS, configure_logging, redact, redact_text
+from diag.logging import configure_logging, redact, redact_text
 
 PASSWORD = "pw-7b21d4-Planted"
 PLAIN_PAYLOAD = base64.b64encode(f"\0user\0{PASSWORD}".encode()).decode()
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state: put structlog and the root logger back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    libs = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate)
-            for n in ROUTED_LIBRARY_LOGGERS}  # fmt: skip
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, (lib_handlers, propagate) in libs.items():
-        logging.getLogger(name).handlers[:] = lib_handlers
-        logging.getLogger(name).propagate = propagate
 
 
 # --- the processor, through capture_logs --------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import logging
 import os
 import subprocess
 import sys
@@ -22,7 +21,6 @@ import structlog
 
 from diag import runner
 from diag.config import Secret, SmtpConfig, TlsMode
-from diag.logging import OUR_HANDLER_NAME, configure_logging
 from diag.service.app import create_app
 from diag.settings import ApiToken
 from diag.stages.base import Outcome, RunContext
@@ -60,20 +58,6 @@ def leaks(where: str, data: str | bytes) -> list[str]:
 def server(fake_smtp_factory: Any) -> FakeSMTP:
     srv: FakeSMTP = fake_smtp_factory(auth="required", tls="starttls", username=USER, password=PASSWORD)
     return srv
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(json=True, level="DEBUG", stream=stream)
-    try:
-        yield stream
-    finally:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if h.get_name() == OUR_HANDLER_NAME]:
-            root.removeHandler(handler)
-        root.setLevel(logging.WARNING)
-        structlog.reset_defaults()
 
 
 def crash_in_auth(monkeypatch: pytest.MonkeyPatch) -> None:
