@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -58,9 +57,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def serve_child(nodelay: bool) -> None:
-    """uvicorn on a socket bound as `smtp-diag serve` binds it, plus a ticker that measures this loop's lag
-    between SIGUSR1 and SIGUSR2. `nodelay`: set TCP_NODELAY on the listener (inherited by accepted sockets)."""
+async def serve_child() -> None:
+    """uvicorn on a socket bound as `smtp-diag serve` binds it (TCP_NODELAY on the listener), plus a ticker
+    that measures this loop's lag between SIGUSR1 and SIGUSR2."""
     import uvicorn
 
     from diag.service.app import create_app
@@ -70,8 +69,6 @@ async def serve_child(nodelay: bool) -> None:
     settings = Settings.from_env()
     configure_service_logging(settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115 - process lifetime
     sock = bind_socket("127.0.0.1", 0)
-    if nodelay:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_config=None, access_log=False, limit_concurrency=None, backlog=1024)
     )
@@ -180,7 +177,7 @@ async def inprocess_load(config: Any, count: int, concurrency: int) -> dict[str,
     return {"elapsed": time.perf_counter() - t0, "latencies": latencies, "errors": errors}
 
 
-def start_service(port: int, db_dir: str, *, nodelay: bool) -> tuple[subprocess.Popen[str], str]:
+def start_service(port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
     env = {
         **os.environ,
         "DIAG_DB_PATH": str(Path(db_dir) / "load.sqlite3"),
@@ -193,7 +190,7 @@ def start_service(port: int, db_dir: str, *, nodelay: bool) -> tuple[subprocess.
     }
     env.pop("DIAG_API_TOKEN", None)
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve-nodelay" if nodelay else "--serve"], env=env, stdout=subprocess.PIPE,
+        [sys.executable, __file__, "--serve"], env=env, stdout=subprocess.PIPE,
         text=True,
     )
     assert child.stdout is not None
@@ -241,14 +238,12 @@ def api_figures() -> None:
 
         reference = asyncio.run(inprocess_load(config, RUNS, CONCURRENCY))
         ref_rate = describe("in-process runner", reference, RUNS)
-        for nodelay in (False, True):
-            label = "with TCP_NODELAY" if nodelay else "as `serve` binds"
-            print(f"  HTTP API, uvicorn in a child process, listener {label}:")
-            http_figures(srv.port, db_dir, payload, ref_rate, nodelay=nodelay)
+        print("  HTTP API, uvicorn in a child process, listener as `smtp-diag serve` binds it:")
+        http_figures(srv.port, db_dir, payload, ref_rate)
 
 
-def http_figures(port: int, db_dir: str, payload: dict[str, Any], ref_rate: float, *, nodelay: bool) -> None:
-    child, url = start_service(port, db_dir, nodelay=nodelay)
+def http_figures(port: int, db_dir: str, payload: dict[str, Any], ref_rate: float) -> None:
+    child, url = start_service(port, db_dir)
     try:
         warm = asyncio.run(http_load(url, payload, WARMUP, CONCURRENCY))
         rss_before = rss_kib(child.pid)
@@ -332,10 +327,10 @@ def fake_figures() -> None:
 
 
 def main() -> int:
-    if sys.argv[1:] in (["--serve"], ["--serve-nodelay"]):
+    if sys.argv[1:] == ["--serve"]:
         # uvicorn re-raises the SIGINT that stopped it, after a clean shutdown
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_child(nodelay=sys.argv[1] == "--serve-nodelay"))
+            asyncio.run(serve_child())
         return 0
     from diag.logging import configure_logging
 

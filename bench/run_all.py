@@ -6,27 +6,37 @@ makes the exit status 1 once all have run.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("engine.py", "fake_server.py", "load.py", "hostile_timing.py")
+# (script, extra environment): load.py runs twice, plaintext and STARTTLS + AUTH.
+SCRIPTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("engine.py", {}),
+    ("fake_server.py", {}),
+    ("load.py", {}),
+    ("load.py", {"BENCH_LOAD_TLS": "1"}),
+    ("hostile_timing.py", {}),
+)
 LIMIT_S = 600  # per script: a hung benchmark must not hang `make bench`
 
 
 def main() -> int:
     failed: list[str] = []
-    for name in SCRIPTS:
+    for name, extra in SCRIPTS:
         script = HERE / name
-        print(f"=== bench/{name} ===", flush=True)
+        print(f"=== bench/{name} {' '.join(f'{k}={v}' for k, v in extra.items())}".rstrip() + " ===", flush=True)
         if not script.exists():
             print("  (not present: skipped)", flush=True)
             continue
         t0 = time.perf_counter()
         try:
-            done = subprocess.run([sys.executable, str(script)], timeout=LIMIT_S, check=False)
+            done = subprocess.run(
+                [sys.executable, str(script)], env={**os.environ, **extra}, timeout=LIMIT_S, check=False
+            )
         except subprocess.TimeoutExpired:
             print(f"  TIMED OUT after {LIMIT_S} s", flush=True)
             failed.append(name)
