@@ -56,8 +56,8 @@ async def check(ctx: RunContext) -> Outcome:
             kind="not_offered",
         )
     preference = OUR_MECHANISMS if probe.tls_active else PLAINTEXT_PREFERENCE
-    mechanism = next((m for m in preference if m in offered), None)
-    if mechanism is None:
+    common = [m for m in preference if m in offered]
+    if not common:
         return Outcome(
             Status.FAILED,
             f"No common AUTH mechanism: the server offers {' '.join(offered)}.",
@@ -65,20 +65,27 @@ async def check(ctx: RunContext) -> Outcome:
             kind="mechanism_unsupported",
             server_text=f"the server offers only {' '.join(offered)}",
         )
-    facts["auth_mechanism_used"] = mechanism
-    try:
-        reply = await probe.auth(mechanism, config.username, config.password.reveal())
-    except ProbeError as error:
-        return Outcome(
-            Status.FAILED,
-            f"AUTH {mechanism} failed: {error.message}.",
-            facts,
-            kind=error.kind,
-            server_text=error.message,
-        )
-    facts["auth_reply"] = str(reply)
-    if reply.code == 235:
-        return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}.", **facts)
+    tried: list[str] = []
+    facts["auth_mechanisms_tried"] = tried
+    for mechanism in common:
+        tried.append(mechanism)
+        facts["auth_mechanism_used"] = mechanism
+        try:
+            reply = await probe.auth(mechanism, config.username, config.password.reveal())
+        except ProbeError as error:
+            return Outcome(
+                Status.FAILED,
+                f"AUTH {mechanism} failed: {error.message}.",
+                facts,
+                kind=error.kind,
+                server_text=error.message,
+            )
+        facts["auth_reply"] = str(reply)
+        if reply.code == 235:
+            return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}.", **facts)
+        # An advertised mechanism the server then refuses as such (504): try the next, as mail clients do.
+        if kind_for_reply(reply.code, reply.text) != "mechanism_unsupported":
+            break
     kind = kind_for_reply(reply.code, reply.text)
     return Outcome(
         Status.FAILED,

@@ -173,6 +173,21 @@ async def test_mechanism_refused_with_504(starttls_auth: ServerAndConfig) -> Non
     assert "the server offers" not in result.finding.cause
 
 
+async def test_a_mechanism_refused_with_504_falls_back_to_the_next(starttls_auth: ServerAndConfig) -> None:
+    """As mail clients do: PLAIN is advertised but refused as such once, LOGIN then logs in."""
+    _, config = starttls_auth("auth#1=reply:504")
+    report = await run(config)
+    auth = report.stage("auth")
+    assert auth.status is Status.PASSED, auth.summary
+    assert auth.facts["auth_mechanisms_tried"] == ["PLAIN", "LOGIN"]
+    assert auth.facts["auth_mechanism_used"] == "LOGIN"
+    assert report.stage("mail_from").status is Status.PASSED
+    assert [line.text for line in auth.transcript if line.direction == "C"][:2] == [
+        "AUTH PLAIN ********",
+        "AUTH LOGIN ********",
+    ]
+
+
 async def test_only_an_unsupported_mechanism_offered(scripted_smtp: Callable[..., ScriptedSmtp]) -> None:
     peer = scripted_smtp("AUTH XOAUTH2")
     report = await run(config_for(peer.port, username=USER, password=PASSWORD, tls_mode="none"))
