@@ -44,8 +44,8 @@ async def check(ctx: RunContext) -> Outcome:
             probe = await _open(ctx, address, implicit)
         except ProbeError as error:
             attempts[address] = error.kind
-            ctx.transcript.note(error.message)
-            if error.kind in CONNECT_KIND_ORDER:
+            if error.kind in CONNECT_KIND_ORDER:  # TCP failed (the probe notes its own failures after TCP)
+                ctx.transcript.note(error.message)
                 last_error = error
                 continue  # try the next address, as mail clients do
             facts["connected_address"] = address
