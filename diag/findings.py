@@ -331,14 +331,13 @@ ROWS: Final[tuple[Row, ...]] = (
         "tls.hostname_mismatch",
         "The certificate is not valid for the name {host} ({reply}). Insecure Skip TLS "
         "Verify hides this, which is why the check still continued.",
-        "Use a host name the certificate lists (see the facts: SANs) as the Outgoing Server, then turn "
+        "Use a host name the certificate is for as the Outgoing Server, then turn "
         "Insecure Skip TLS Verify off.",
         _skip_verify,
     ),
     Row(
         "tls.hostname_mismatch",
-        "The certificate is not valid for the name {host} ({reply}); it lists other "
-        "names (see the facts: SANs).",
+        "The certificate is not valid for the name {host} ({reply}).",
         "Use a host name that the certificate lists as the Outgoing Server "
         "(connecting by IP address usually fails this check), or have the certificate reissued with {host}.",
     ),

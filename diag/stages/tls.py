@@ -137,6 +137,9 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
         status = Status.WARNING if config.insecure_skip_tls_verify else Status.FAILED
         said = str(detail.get("verify_message") or kind).rstrip(".")  # "... for '127.0.0.1'." ends in a dot
         message = f"OpenSSL: {said}, verify code {detail.get('verify_code')}"
+        names = facts.get("certificate_sans")
+        if kind == "hostname_mismatch" and names:
+            message += f"; the certificate is for {', '.join(map(str, names[:8]))}"
         tail = (
             " Insecure Skip TLS Verify is on, so the check went on; without it this fails."
             if config.insecure_skip_tls_verify
