@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from diag.report import Report, StageResult, Status, TranscriptLine
+from diag.report import Finding, Report, StageResult, Status, TranscriptLine
 
 MAX_FACT_CHARS: Final = 200
 MAX_FACTS_PER_STAGE: Final = 20
@@ -164,13 +164,13 @@ def to_markdown(report: Report) -> str:
 
 def _markdown_problem(s: StageResult) -> list[str]:
     out = [f"### {MARKDOWN_ICONS[s.status]} {s.name}: {s.status.value}", "", md_inline(s.summary), ""]
-    if s.finding is not None:
+    for finding in s.findings:
         out += [
-            f"**Finding:** {md_code_span(s.finding.code)}",
+            f"**Finding:** {md_code_span(finding.code)}",
             "",
-            f"**Cause:** {md_inline(s.finding.cause)}",
+            f"**Cause:** {md_inline(finding.cause)}",
             "",
-            f"**Fix:** {md_inline(s.finding.fix)}",
+            f"**Fix:** {md_inline(finding.fix)}",
             "",
         ]
     if s.facts:
@@ -202,8 +202,7 @@ def render_summary(report: Report) -> Panel:
     failure = report.first_failure
     if failure is not None:
         parts.append(Text.assemble(("Failed at ", "bold"), (failure.name, "bold red"), ": ", failure.summary))
-        if failure.finding is not None:
-            parts.append(_cause_and_fix(failure, emphasis="bold red"))
+        parts += [_cause_and_fix(finding, emphasis="bold red") for finding in failure.findings]
     else:
         parts.append(Text("Every stage that ran passed.", style="green"))
     warnings = report.warnings
@@ -212,8 +211,7 @@ def render_summary(report: Report) -> Panel:
         parts.append(Text(f"Warnings ({len(warnings)}):", style="bold yellow"))
         for w in warnings:
             parts.append(Text.assemble(("⚠ ", "yellow"), (w.name, "bold"), ": ", w.summary))
-            if w.finding is not None:
-                parts.append(_cause_and_fix(w, emphasis="yellow"))
+            parts += [_cause_and_fix(finding, emphasis="yellow") for finding in w.findings]
     facts = key_facts(report)
     if facts:
         parts.append(Text(""))
@@ -234,14 +232,13 @@ def render_summary(report: Report) -> Panel:
     return Panel(Group(*parts), title=title, title_align="left", border_style=verdict_style, box=box.ROUNDED)
 
 
-def _cause_and_fix(stage: StageResult, *, emphasis: str) -> Table:
-    assert stage.finding is not None
+def _cause_and_fix(finding: Finding, *, emphasis: str) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column()
-    grid.add_row(Text("  Finding", style="dim"), Text(stage.finding.code, style="dim"))
-    grid.add_row(Text("  Cause", style=emphasis), Text(stage.finding.cause))
-    grid.add_row(Text("  Fix", style="bold green"), Text(stage.finding.fix))
+    grid.add_row(Text("  Finding", style="dim"), Text(finding.code, style="dim"))
+    grid.add_row(Text("  Cause", style=emphasis), Text(finding.cause))
+    grid.add_row(Text("  Fix", style="bold green"), Text(finding.fix))
     return grid
 
 

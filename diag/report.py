@@ -58,6 +58,13 @@ class StageResult:
     facts: dict[str, Any] = field(default_factory=dict)
     finding: Finding | None = None
     transcript: tuple[TranscriptLine, ...] = ()
+    # Further warnings of the same stage (anonymous SMTP and Insecure Skip TLS Verify together, say):
+    # `finding` is the one most likely to matter, these follow it.
+    additional_findings: tuple[Finding, ...] = ()
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return ((self.finding,) if self.finding else ()) + self.additional_findings
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +74,7 @@ class StageResult:
             "summary": self.summary,
             "facts": self.facts,
             "finding": self.finding.to_dict() if self.finding else None,
+            "additional_findings": [f.to_dict() for f in self.additional_findings],
             "transcript": [line.to_dict() for line in self.transcript],
         }
 
@@ -80,6 +88,7 @@ class StageResult:
             facts=dict(data.get("facts") or {}),
             finding=Finding.from_dict(data["finding"]) if data.get("finding") else None,
             transcript=tuple(TranscriptLine.from_dict(t) for t in data.get("transcript") or ()),
+            additional_findings=tuple(Finding.from_dict(f) for f in data.get("additional_findings") or ()),
         )
 
 

@@ -154,6 +154,7 @@ async def _run_stage(
     finding = None
     if outcome.status in (Status.FAILED, Status.WARNING) and outcome.kind:
         finding = finding_for(name, outcome.kind, ctx.config, outcome.reply_code, outcome.server_text)
+    additional = tuple(finding_for(name, kind, ctx.config, None, text) for kind, text in outcome.also)
     return StageResult(
         name=name,
         status=outcome.status,
@@ -161,5 +162,6 @@ async def _run_stage(
         summary=outcome.summary,
         facts=outcome.facts,
         finding=finding,
+        additional_findings=additional,
         transcript=transcript.since(mark),
     )

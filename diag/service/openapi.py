@@ -97,7 +97,7 @@ FINDING: Final = {
 }
 STAGE_RESULT: Final = {
     "type": "object",
-    "required": ["name", "status", "duration_ms", "summary", "facts", "finding", "transcript"],
+    "required": ["name", "status", "duration_ms", "summary", "facts", "finding", "additional_findings", "transcript"],
     "properties": {
         "name": {"type": "string", "enum": list(STAGE_NAMES)},
         "status": {"type": "string", "enum": ["passed", "warning", "failed", "skipped"]},
@@ -105,6 +105,12 @@ STAGE_RESULT: Final = {
         "summary": {"type": "string"},
         "facts": {"type": "object"},
         "finding": {"$ref": "#/components/schemas/Finding"},
+        "additional_findings": {
+            "type": "array",
+            "description": "Further warnings of the same stage, after `finding` (e.g. anonymous SMTP and "
+            "Insecure Skip TLS Verify together).",
+            "items": {"$ref": "#/components/schemas/Finding"},
+        },
         "transcript": {
             "type": "array",
             "items": {

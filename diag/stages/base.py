@@ -28,6 +28,7 @@ class Outcome:
     kind: str | None = None  # failure or warning kind: the finding code is "<stage>.<kind>"
     reply_code: int | None = None  # the SMTP reply that decided it, when there was one
     server_text: str | None = None  # that reply's text, for provider-specific findings
+    also: list[tuple[str, str | None]] = field(default_factory=list)  # further (kind, server_text) warnings
 
     @classmethod
     def passed(cls, summary: str, **facts: Any) -> Outcome:

@@ -12,7 +12,6 @@ import re
 from typing import Any, Final
 
 from diag.config import FORBIDDEN_CHARACTERS, HELO_NAME, Secret, SmtpConfig, TlsMode
-from diag.findings import finding_for
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
 
@@ -58,7 +57,7 @@ async def check(ctx: RunContext) -> Outcome:
         kind, detail, summary = failure
         return Outcome(Status.FAILED, summary, facts, kind=kind, server_text=detail)
 
-    warnings: list[tuple[str, str]] = []  # (kind, detail), most likely to break things first
+    warnings: list[tuple[str, str | None]] = []  # (kind, detail), most likely to break things first
     mismatch = (config.port == 465 and config.tls_mode in (TlsMode.STARTTLS, TlsMode.NONE)) or (
         config.port in (25, 587) and config.tls_mode is TlsMode.IMPLICIT
     )
@@ -74,18 +73,14 @@ async def check(ctx: RunContext) -> Outcome:
             f"Configuration is well-formed ({auth}, TLS mode {config.tls_mode.value}).", **facts
         )
 
-    kind, detail = warnings[0]
-    if len(warnings) > 1:
-        facts["additional_findings"] = [
-            finding_for("config", k, config, None, d).to_dict() for k, d in warnings[1:]
-        ]
+    kind, warning_detail = warnings[0]
     names = {
         "port_tls_mismatch": "TLS mode does not match the port",
         "insecure_skip_verify": "certificate verification is off",
         "anonymous": "anonymous SMTP (no username and password)",
     }
     summary = "Configuration works but: " + "; ".join(names[k] for k, _ in warnings) + "."
-    return Outcome(Status.WARNING, summary, facts, kind=kind, server_text=detail)
+    return Outcome(Status.WARNING, summary, facts, kind=kind, server_text=warning_detail, also=warnings[1:])
 
 
 def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:

@@ -169,8 +169,11 @@ async def test_port_tls_mismatch_is_a_warning(port: int, mode: TlsMode, says: st
 async def test_several_config_warnings_are_all_reported() -> None:
     report = await run(config_for(465, tls_mode="starttls", insecure_skip_tls_verify=True, timeout_s=0.5))
     result = assert_warning_at(report, "config", "config.port_tls_mismatch")
-    extra = [f["code"] for f in result.facts["additional_findings"]]
+    extra = [f.code for f in result.additional_findings]
     assert extra == ["config.insecure_skip_verify", "config.anonymous"]
+    assert [f.code for f in result.findings] == ["config.port_tls_mismatch", *extra]
+    assert all(f.cause and f.fix for f in result.additional_findings)
+    assert [f["code"] for f in report.to_dict()["stages"][0]["additional_findings"]] == extra
     assert "certificate verification is off" in result.summary and "anonymous SMTP" in result.summary
 
 

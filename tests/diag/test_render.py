@@ -236,3 +236,25 @@ def test_render_report_lists_every_stage_then_the_summary() -> None:
     positions = [text.index(f" {s.name} ") for s in report.stages]
     assert positions == sorted(positions)
     assert text.index("Verdict: INVALID") > positions[-1]
+
+
+def test_additional_findings_are_shown_in_markdown_and_terminal() -> None:
+    """A stage with two warnings (skip-verify and anonymous SMTP): every sink shows both."""
+    base = sample_report()
+    config_stage = StageResult(
+        "config",
+        Status.WARNING,
+        0.2,
+        "Configuration works but: certificate verification is off; anonymous SMTP.",
+        finding=Finding("config.insecure_skip_verify", "Verification is off.", "Turn it off."),
+        additional_findings=(Finding("config.anonymous", "Anonymous SMTP is a risk.", "Use credentials."),),
+    )
+    report = Report(base.id, base.started_at, base.duration_ms, base.config, (config_stage, *base.stages[1:]))
+    markdown = to_markdown(report)
+    for text in ("`config.insecure_skip_verify`", "`config.anonymous`", "Anonymous SMTP is a risk.", "Use credentials."):
+        assert text in markdown, text
+    terminal = plain(render_summary(report))
+    assert "config.anonymous" in terminal and "Anonymous SMTP is a risk." in terminal
+    assert Report.from_dict(json.loads(to_json(report))).stages[0].additional_findings == (
+        config_stage.additional_findings
+    )

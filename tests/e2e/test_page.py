@@ -76,6 +76,19 @@ def test_anonymous_server_is_valid_with_a_warning(page: Page) -> None:
     page.screenshot(path=str(ARTIFACTS / "page-anonymous.png"), full_page=True)
 
 
+def test_anonymous_warning_shows_behind_another_config_warning(page: Page) -> None:
+    """Anonymous SMTP plus Insecure Skip TLS Verify: the main finding is skip-verify, the anonymous one
+    follows it in additional_findings, and the page still raises the anonymous-SMTP warning."""
+    page.goto("/")
+    page.click('[data-preset="anonymous"]')
+    page.check("#insecure_skip_tls_verify")
+    page.click("text=Validate configuration")
+    expect(page.locator("#verdict[data-verdict]")).to_be_visible()
+    expect(page.locator("#anonymous-warning")).to_be_visible()
+    codes = page.locator('[data-stage="config"] .finding-code')
+    expect(codes).to_have_text(["config.insecure_skip_verify", "config.anonymous"])
+
+
 def test_failure_shows_cause_and_fix(page: Page) -> None:
     run_preset(page, "wrong-password")
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")

@@ -204,7 +204,13 @@
     let item = document.querySelector('#stages [data-stage="' + CSS.escape(stage.name) + '"]');
     const fresh = stageItem(stage);
     if (item) item.replaceWith(fresh); else $("stages").append(fresh);
-    if (stage.finding && stage.finding.code === "config.anonymous") showAnonymous(stage.finding);
+    for (const finding of findingsOf(stage)) {
+      if (finding.code === "config.anonymous") showAnonymous(finding);
+    }
+  }
+
+  function findingsOf(stage) {
+    return (stage.finding ? [stage.finding] : []).concat(stage.additional_findings || []);
   }
 
   function stageItem(stage) {
@@ -216,11 +222,13 @@
       status === "running" || status === "skipped" ? null
         : el("span", { class: "stage-time" }, formatMs(stage.duration_ms || 0)));
     item.append(head, el("p", { class: "stage-summary" }, stage.summary || ""));
-    if (stage.finding && (status === "failed" || status === "warning")) {
-      item.append(el("div", { class: "finding" },
-        el("p", {}, el("span", { class: "finding-label" }, "Cause: "), stage.finding.cause),
-        el("p", {}, el("span", { class: "finding-label" }, "Fix: "), stage.finding.fix),
-        el("p", { class: "finding-code" }, stage.finding.code)));
+    if (status === "failed" || status === "warning") {
+      for (const finding of findingsOf(stage)) {
+        item.append(el("div", { class: "finding", "data-code": finding.code },
+          el("p", {}, el("span", { class: "finding-label" }, "Cause: "), finding.cause),
+          el("p", {}, el("span", { class: "finding-label" }, "Fix: "), finding.fix),
+          el("p", { class: "finding-code" }, finding.code)));
+      }
     }
     const facts = stage.facts ? Object.entries(stage.facts) : [];
     if (facts.length) {
