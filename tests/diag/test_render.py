@@ -251,7 +251,8 @@ def test_additional_findings_are_shown_in_markdown_and_terminal() -> None:
     )
     report = Report(base.id, base.started_at, base.duration_ms, base.config, (config_stage, *base.stages[1:]))
     markdown = to_markdown(report)
-    for text in ("`config.insecure_skip_verify`", "`config.anonymous`", "Anonymous SMTP is a risk.", "Use credentials."):
+    expected = ("`config.insecure_skip_verify`", "`config.anonymous`", "Anonymous SMTP is a risk.", "Use credentials.")
+    for text in expected:
         assert text in markdown, text
     terminal = plain(render_summary(report))
     assert "config.anonymous" in terminal and "Anonymous SMTP is a risk." in terminal
