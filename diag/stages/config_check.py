@@ -39,6 +39,11 @@ def host_problem(host: str) -> str | None:
     if re.fullmatch(r"[^:]+:\d+", host):
         return "it contains a port; put the port in the port field"
     name = host[:-1] if host.endswith(".") else host
+    if not name.isascii():  # an internationalised name (bücher.example) is fine in its ASCII (IDNA) form
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError:
+            return "it is not a valid internationalised host name"
     if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.split(".")):
         return "it is not a valid host name (letters, digits, hyphens and dots only)"
     return None

@@ -28,6 +28,14 @@ from tests.diag.conftest import (
 from tests.dns_responder import DnsResponder, point_dns_stage_at
 
 
+def test_internationalised_host_names_are_host_names() -> None:
+    """People type their domain as they read it; it is valid in its IDNA form (xn--bcher-kva.example)."""
+    from diag.stages.config_check import host_problem
+
+    assert host_problem("smtp.bücher.example") is None
+    assert host_problem("smtp.example.com") is None
+
+
 @pytest.mark.parametrize(
     ("host", "why"),
     [
@@ -36,6 +44,7 @@ from tests.dns_responder import DnsResponder, point_dns_stage_at
         ("alerts@example.com", "e-mail address"),
         ("mail example.com", "spaces"),
         ("-bad-.example.com", "not a valid host name"),
+        ("smtp." + "\u00fc" * 70 + ".example", "not a valid internationalised host name"),
         ("", "empty"),
     ],
 )
