@@ -18,7 +18,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -114,22 +114,31 @@ def tls_server(
 # -- raw TCP peers -----------------------------------------------------------------------------------
 
 
-class RawPeer:
-    """A TCP listener on 127.0.0.1 that accepts and then either stays silent or sends `banner` once.
+class ThreadedListener:
+    """A TCP listener on 127.0.0.1 served by a thread: `on_accept(conn)` for each connection. Accepted sockets
+    stay open until the listener stops (so a client sees silence, not a close), then all of them close."""
 
-    Accepted sockets stay open until the peer stops, so the client sees silence, not a close."""
+    thread_name = "listener"
 
-    def __init__(self, banner: bytes | None = None, *, close_after: bool = False) -> None:
-        self.banner = banner
-        self.close_after = close_after
-        self.accepted = 0
-        self.accepted_event = threading.Event()
+    def __init__(self) -> None:
         self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.settimeout(0.05)
+        self._listener.settimeout(0.05)  # so the accept loop sees the stop flag
         self.port: int = self._listener.getsockname()[1]
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, name="raw-peer", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -139,25 +148,34 @@ class RawPeer:
                 continue
             except OSError:
                 return
-            self.accepted += 1
-            self.accepted_event.set()
-            if self.banner is not None:
-                with contextlib.suppress(OSError):
-                    conn.sendall(self.banner)
-            if self.close_after:
-                conn.close()
-            else:
-                self._conns.append(conn)
+            self._conns.append(conn)
+            self.on_accept(conn)
 
-    def __enter__(self) -> RawPeer:
-        self._thread.start()
-        return self
+    def on_accept(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-        for conn in self._conns:
+
+class RawPeer(ThreadedListener):
+    """A TCP listener on 127.0.0.1 that accepts and then either stays silent or sends `banner` once.
+
+    Accepted sockets stay open until the peer stops, so the client sees silence, not a close."""
+
+    thread_name = "raw-peer"
+
+    def __init__(self, banner: bytes | None = None, *, close_after: bool = False) -> None:
+        self.banner = banner
+        self.close_after = close_after
+        self.accepted = 0
+        self.accepted_event = threading.Event()
+        super().__init__()
+
+    def on_accept(self, conn: socket.socket) -> None:
+        self.accepted += 1
+        self.accepted_event.set()
+        if self.banner is not None:
+            with contextlib.suppress(OSError):
+                conn.sendall(self.banner)
+        if self.close_after:
             conn.close()
 
 
@@ -218,12 +236,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ScriptedSmtp:
+class ScriptedSmtp(ThreadedListener):
     """A minimal SMTP peer for what aiosmtpd cannot be made to do: advertise only given EHLO lines
     (AUTH XOAUTH2 only, AUTH LOGIN only), or finish STARTTLS with a server context of our choosing.
 
     `replies` maps a verb ("AUTH", "MAIL", ...) to the reply line; AUTH LOGIN walks through its 334 prompt
     first. Every line received is kept in `received` (bytes), so tests can see what went over the wire."""
+
+    thread_name = "scripted-smtp"
 
     def __init__(
         self,
@@ -236,36 +256,11 @@ class ScriptedSmtp:
         self.tls_context = tls_context
         self.replies = replies or {}
         self.received: list[bytes] = []
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.settimeout(0.05)  # so the accept loop sees the stop flag
-        self.port: int = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="scripted-smtp", daemon=True)
-        self._conns: list[socket.socket] = []
+        super().__init__()
 
-    def __enter__(self) -> ScriptedSmtp:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.setblocking(True)
-            self._conns.append(conn)
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+    def on_accept(self, conn: socket.socket) -> None:
+        conn.setblocking(True)
+        threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn: socket.socket) -> None:
         conn.settimeout(10)
