@@ -458,6 +458,11 @@ ROWS: Final[tuple[Row, ...]] = (
         "not authenticated; enable Authenticated SMTP for the mailbox).",
     ),
     Row(
+        "mail_from.tls_required",
+        "The server accepts mail only over TLS ({reply}), and this session is plaintext (TLS mode 'none').",
+        "Set the TLS mode to auto or STARTTLS (port 587), or implicit TLS on port 465.",
+    ),
+    Row(
         "mail_from.sender_rejected",
         "Microsoft 365 refused the From address {from_email} for this account "
         "({reply}): {username} has no Send As permission for it.",

@@ -26,6 +26,8 @@ def _enhanced(text: str) -> str:
 
 def mail_from_kind(reply: Reply) -> str:
     enhanced = _enhanced(reply.text)
+    if (reply.code in (530, 538) and "starttls" in reply.text.lower()) or enhanced == "5.7.11":
+        return "tls_required"
     if reply.code == 530 or (enhanced in ("5.7.0", "5.7.57") and "auth" in reply.text.lower()):
         return "auth_required"
     if reply.code in (501, 555) or enhanced == "5.5.4" or enhanced == "5.1.7":

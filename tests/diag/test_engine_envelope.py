@@ -66,6 +66,17 @@ async def test_anonymous_against_an_authenticating_server(fake_smtp_factory: Sta
     assert result.finding.fix == "Enter the SMTP account's username and password."
 
 
+async def test_plaintext_against_a_server_that_requires_starttls(fake_smtp_factory: Start) -> None:
+    """530 "Must issue a STARTTLS command first" is about TLS, not credentials: the fix is the TLS mode."""
+    srv = fake_smtp_factory(auth="none", tls="starttls", require_starttls=True)
+    report = await run(config_for(srv.port, tls_mode="none"))
+    result = assert_failed_at(report, "mail_from", "mail_from.tls_required")
+    assert result.finding is not None
+    assert "Must issue a STARTTLS command first" in result.finding.cause
+    assert "TLS mode" in result.finding.fix and "username" not in result.finding.fix
+    assert srv.messages == []
+
+
 async def test_authenticated_yet_auth_required_at_mail_from(fake_smtp_factory: Start) -> None:
     """Microsoft 365 answers 5.7.57 when the login did not count for sending."""
     srv = auth_server(

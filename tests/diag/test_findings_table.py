@@ -34,7 +34,7 @@ EMITTED = {
             "old_protocol", *get_args(certs.TrustKind), *get_args(certs.HandshakeKind)},
     "auth": {"not_offered", "tls_required", "bad_credentials", "app_password_required",
              "mechanism_unsupported", "temporary", "failed"},
-    "mail_from": {"auth_required", "sender_rejected", "syntax", "temporary", "rejected"},
+    "mail_from": {"auth_required", "tls_required", "sender_rejected", "syntax", "temporary", "rejected"},
     "rcpt_to": {"relay_denied", "unknown_recipient", "temporary", "rejected"},
     "send": {"too_large", "rejected", "temporary"},
 }  # fmt: skip
