@@ -425,6 +425,14 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         "auth.app_password_required",
+        "The provider blocked this sign-in and wants the account to log in through a web browser first "
+        "({reply}): a new location or a security check stopped the SMTP login.",
+        "Sign in to the account in a web browser, confirm the security alert (for Google: the 'Critical "
+        "security alert' mail), then retry; for Google use an App Password for SMTP.",
+        lambda c: c.text_has("5.7.14", "web browser"),
+    ),
+    Row(
+        "auth.app_password_required",
         "The server requires an application-specific password ({reply}): the "
         "account has 2-step verification and refuses its normal password for SMTP.",
         "Create an App Password for this product (for Google: Google Account > Security > App passwords) and "

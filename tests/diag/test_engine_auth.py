@@ -144,6 +144,15 @@ async def test_app_password_required(starttls_auth: ServerAndConfig) -> None:
     assert "App Password" in result.finding.fix
 
 
+async def test_web_login_required(starttls_auth: ServerAndConfig) -> None:
+    """Gmail's 534 5.7.14: the sign-in was blocked until the account logs in through a browser."""
+    _, config = starttls_auth("auth=reply:534:5.7.14 Please log in via your web browser and then try again")
+    report = await run(config)
+    result = assert_failed_at(report, "auth", "auth.app_password_required")
+    assert result.finding is not None
+    assert "web browser" in result.finding.cause and "security alert" in result.finding.fix
+
+
 @pytest.mark.parametrize("code", [530, 538])
 async def test_tls_required_reply(starttls_auth: ServerAndConfig, code: int) -> None:
     _, config = starttls_auth(f"auth=reply:{code}")
