@@ -9,6 +9,7 @@ failure (`trust_kind`, `handshake_kind`) from OpenSSL's own codes and describes 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import ssl
@@ -84,6 +85,27 @@ def client_context(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
     to share between connections. The cache is small and bounded; a bad bundle is never cached.
     """
     return _cached_context(ca_bundle if verify else None, verify)
+
+
+def ca_bundle_problem(pem: str) -> str | None:
+    """Why `pem` is no usable CA bundle, in words for the person who pasted it; None when it is one."""
+    if not pem.isascii():
+        return "PEM is ASCII text; this has other characters in it"
+    try:
+        found = x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except ValueError as exc:
+        return f"it has no PEM certificate that can be read ({exc})"
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        return f"OpenSSL cannot use it as trusted certificates ({exc})"
+    return None if found else "it has no PEM certificate"
+
+
+async def client_context_async(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
+    """client_context off the event loop: a first use of a CA bundle parses PEM and loads the system store
+    (~17 ms of CPU), which must not stall every other run the service has in flight."""
+    return await asyncio.to_thread(client_context, ca_bundle=ca_bundle, verify=verify)
 
 
 @functools.lru_cache(maxsize=16)

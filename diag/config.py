@@ -268,6 +268,12 @@ def _ca_bundle(value: Any, bad: Any) -> str | None:
     if "-----BEGIN CERTIFICATE-----" not in value:
         bad("ca_bundle", "must contain at least one PEM certificate (-----BEGIN CERTIFICATE-----)")
         return None
+    from diag.certs import ca_bundle_problem  # cryptography: loaded only when a bundle is given
+
+    problem = ca_bundle_problem(value)
+    if problem is not None:
+        bad("ca_bundle", f"is not a usable CA bundle: {problem}")
+        return None
     return value
 
 

@@ -97,6 +97,12 @@ ROWS: Final[tuple[Row, ...]] = (
         "Enter a bare address such as you@example.com as the test recipient, or turn off the test message.",
     ),
     Row(
+        "config.invalid_ca_bundle",
+        "The CA bundle cannot be used: {reply}.",
+        "Paste the CA certificate(s) as PEM text: one or more blocks from -----BEGIN CERTIFICATE----- to "
+        "-----END CERTIFICATE-----, e.g. the output of `openssl s_client -starttls smtp -showcerts`.",
+    ),
+    Row(
         "config.invalid_helo_name",
         "The HELO name {reply} is not a host name: servers refuse it in EHLO.",
         "Leave the HELO name empty (this machine's name is used) or give a fully qualified host name such as "

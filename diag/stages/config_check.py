@@ -11,6 +11,7 @@ import ipaddress
 import re
 from typing import Any, Final
 
+from diag.certs import ca_bundle_problem
 from diag.config import FORBIDDEN_CHARACTERS, HELO_NAME, Secret, SmtpConfig, TlsMode
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
@@ -123,6 +124,10 @@ def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
             repr(config.recipient)[:100],
             f"Test recipient {config.recipient!r:.100} is not a plain address.",
         )
+    if config.ca_bundle is not None:
+        problem = ca_bundle_problem(config.ca_bundle)
+        if problem is not None:
+            return ("invalid_ca_bundle", problem, f"The CA bundle cannot be used: {problem}.")
     if config.helo_name and not HELO_NAME.match(config.helo_name):
         return (
             "invalid_helo_name",

@@ -77,14 +77,14 @@ async def _open(ctx: RunContext, address: str, implicit: bool) -> Probe:
     config = ctx.config
     if not implicit:
         return await Probe.open(config, ctx.transcript, address)
-    context = certs.client_context(ca_bundle=config.ca_bundle, verify=True)
+    context = await certs.client_context_async(ca_bundle=config.ca_bundle, verify=True)
     try:
         return await Probe.open(config, ctx.transcript, address, tls_context=context)
     except ProbeError as error:
         if error.kind != "tls_verify":
             raise
         ctx.transcript.note("reconnecting without verification to describe the server's certificate")
-        unverified = certs.client_context(ca_bundle=None, verify=False)
+        unverified = await certs.client_context_async(ca_bundle=None, verify=False)
         probe = await Probe.open(config, ctx.transcript, address, tls_context=unverified)
         assert isinstance(error.cause, ssl.SSLCertVerificationError)
         probe.verify_error = error.cause
@@ -213,7 +213,7 @@ async def _answers_tls(ctx: RunContext, address: str) -> bool:
         sock = await open_socket(address, config.port, config.timeout_s)
     except ProbeError:
         return False
-    context = certs.client_context(ca_bundle=None, verify=False)
+    context = await certs.client_context_async(ca_bundle=None, verify=False)
     try:
         async with asyncio.timeout(config.timeout_s):
             _, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname=config.host)

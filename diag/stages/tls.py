@@ -45,7 +45,7 @@ async def check(ctx: RunContext) -> Outcome:
         )
         return Outcome(status, "The server does not offer STARTTLS.", facts, kind="starttls_not_offered")
 
-    verified = certs.client_context(ca_bundle=config.ca_bundle, verify=True)
+    verified = await certs.client_context_async(ca_bundle=config.ca_bundle, verify=True)
     try:
         reply = await probe.starttls(verified)
     except ProbeError as error:
@@ -94,7 +94,7 @@ async def _reopen_unverified(ctx: RunContext, old: Probe) -> Probe:
     probe = await Probe.open(ctx.config, ctx.transcript, old.address)
     ctx.probe = probe
     await probe.ehlo()
-    reply = await probe.starttls(certs.client_context(ca_bundle=None, verify=False))
+    reply = await probe.starttls(await certs.client_context_async(ca_bundle=None, verify=False))
     if reply.code != 220:
         raise ProbeError("tls_handshake", f"the server refused STARTTLS on reconnect: {reply}")
     return probe

@@ -96,6 +96,26 @@ async def test_helo_name_that_is_no_host_name(helo_name: str) -> None:
     assert result.finding is not None and "HELO name" in result.finding.cause
 
 
+GARBAGE_PEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+async def test_unusable_ca_bundle_is_a_config_finding_not_a_crash() -> None:
+    """parse_config refuses it (422 / exit 2); a config built by hand stops at the config stage."""
+    report = await run(config_for(465, ca_bundle=GARBAGE_PEM))
+    result = assert_failed_at(report, "config", "config.invalid_ca_bundle")
+    assert result.finding is not None and "BEGIN CERTIFICATE" in result.finding.fix
+    assert report.stage("connect").status is Status.SKIPPED
+
+
+def test_parse_config_refuses_an_unusable_ca_bundle() -> None:
+    from diag.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"host": "mail.example.com", "port": 587, "from_email": FROM, "ca_bundle": GARBAGE_PEM})
+    assert [e.field for e in caught.value.errors] == ["ca_bundle"]
+    assert "not a usable CA bundle" in caught.value.errors[0].message
+
+
 async def test_send_without_recipient_is_invalid_recipient() -> None:
     report = await run(config_for(587, send_test_message=True))
     result = assert_failed_at(report, "config", "config.invalid_recipient")

@@ -25,7 +25,8 @@ CONVERSATION_STAGES = ("ehlo", "tls", "auth", "mail_from", "rcpt_to", "send")
 # this honest against the sources.
 EMITTED = {
     "config": {"invalid_host", "invalid_port", "invalid_from_email", "partial_credentials", "invalid_recipient",
-               "invalid_helo_name", "forbidden_characters", "anonymous", "insecure_skip_verify", "port_tls_mismatch"},
+               "invalid_helo_name", "invalid_ca_bundle", "forbidden_characters", "anonymous", "insecure_skip_verify",
+               "port_tls_mismatch"},
     "dns": {"nxdomain", "no_address", "mail_domain_not_host", "servfail", "timeout", "policy_denied"},
     "connect": {"refused", "timeout", "unreachable", "no_greeting", "implicit_tls_expected", "not_smtp",
                 "closed_by_server", "greeting_rejected", "protocol_error"},
