@@ -93,8 +93,8 @@ def ca_bundle_problem(pem: str) -> str | None:
         return "PEM is ASCII text; this has other characters in it"
     try:
         found = x509.load_pem_x509_certificates(pem.encode("ascii"))
-    except ValueError as exc:
-        return f"it has no PEM certificate that can be read ({exc})"
+    except ValueError:
+        return "a -----BEGIN CERTIFICATE----- block in it is not a certificate (cut short or altered?)"
     try:
         ssl.create_default_context(cadata=pem)
     except (ssl.SSLError, ValueError) as exc:
