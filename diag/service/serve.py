@@ -6,6 +6,7 @@ service accepts connections from the moment it is printed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import sys
@@ -93,5 +94,9 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
         bound_port = sock.getsockname()[1]
         print(f"smtp-diag: serving on {url_for(host, bound_port)}", file=err, flush=True)
         config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        # Ctrl-C / SIGTERM is how a server is stopped: uvicorn shuts down cleanly, then re-raises the
+        # KeyboardInterrupt; that is a normal end (exit 0), not an interrupted command (130).
+        with contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(config).run(sockets=[sock])
+        print("smtp-diag: stopped", file=err, flush=True)
     return 0
