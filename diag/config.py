@@ -49,7 +49,7 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        return f"Secret({MASK!r})"
+        return f"{type(self).__name__}({MASK!r})"
 
     def __str__(self) -> str:
         return MASK
@@ -67,7 +67,7 @@ class Secret:
         return bool(self._value)
 
     def __reduce__(self) -> Any:  # pickling would write the password out
-        raise TypeError("Secret cannot be pickled")
+        raise TypeError(f"{type(self).__name__} cannot be pickled")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-from diag.config import MASK
+from diag.config import Secret
 
 DEFAULT_DB_PATH: Final = Path("var/smtp-diag.sqlite3")
 DEFAULT_ALLOWED_PORTS: Final = frozenset({25, 465, 587, 2525})
@@ -33,28 +33,13 @@ class SettingsError(ValueError):
     """A DIAG_* variable holds a value the service cannot use; the message names the variable."""
 
 
-class ApiToken:
-    """The bearer token: never printed; compared in constant time."""
+class ApiToken(Secret):
+    """The bearer token: a Secret (never printed, never pickled), compared in constant time."""
 
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
+    __slots__ = ()
 
     def matches(self, presented: str) -> bool:
-        return hmac.compare_digest(self._value.encode(), presented.encode())
-
-    def __repr__(self) -> str:
-        return f"ApiToken({MASK!r})"
-
-    def __str__(self) -> str:
-        return MASK
-
-    def __format__(self, spec: str) -> str:
-        return MASK
-
-    def __reduce__(self) -> Any:
-        raise TypeError("ApiToken cannot be pickled")
+        return hmac.compare_digest(self.reveal().encode(), presented.encode())
 
 
 @dataclass(frozen=True, slots=True)
