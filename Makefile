@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench browser clean
+.PHONY: install compile run test lint bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# An editable install leaves our own modules uncompiled, and with PYTHONDONTWRITEBYTECODE set (as on these
+# machines) every `smtp-diag` start compiles them again: ~30 ms of a ~200 ms CLI run (bench/engine.py).
+compile: $(STAMP)
+	$(BIN)/python -m compileall -q diag fake_smtp
+
+install: $(STAMP) compile
 
 # The page's end-to-end tests drive Debian's Chromium; install it when it is missing (CI runs as root).
 browser:
@@ -30,7 +35,7 @@ test: lint browser
 run: install
 	$(BIN)/smtp-diag serve --demo
 
-bench: install
+bench: install compile
 	$(BIN)/python bench/run_all.py
 
 clean:

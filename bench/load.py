@@ -186,7 +186,7 @@ def start_service(port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
         "DIAG_MAX_CONCURRENT_RUNS": str(CONCURRENCY + 56),
         "DIAG_ALLOWED_PORTS": str(port),
         "DIAG_ALLOW_NETWORKS": "127.0.0.1/32",
-        "DIAG_LOG_LEVEL": "INFO",
+        "DIAG_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }
     env.pop("DIAG_API_TOKEN", None)
     child = subprocess.Popen(

@@ -10,7 +10,6 @@ failure (`trust_kind`, `handshake_kind`) from OpenSSL's own codes and describes 
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import ssl
 from datetime import UTC, datetime
@@ -84,7 +83,14 @@ def client_context(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
     CA store takes ~17 ms of CPU on the event loop (measured in bench/engine.py), and an SSLContext is safe
     to share between connections. The cache is small and bounded; a bad bundle is never cached.
     """
-    return _cached_context(ca_bundle if verify else None, verify)
+    key = (ca_bundle if verify else None, verify)
+    context = _CONTEXTS.get(key)
+    if context is None:
+        context = _build_context(*key)
+        if len(_CONTEXTS) >= _CONTEXT_CACHE_SIZE:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)), None)  # the oldest: bounded, whatever bundles people send
+        _CONTEXTS[key] = context
+    return context
 
 
 def ca_bundle_problem(pem: str) -> str | None:
@@ -103,13 +109,20 @@ def ca_bundle_problem(pem: str) -> str | None:
 
 
 async def client_context_async(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
-    """client_context off the event loop: a first use of a CA bundle parses PEM and loads the system store
-    (~17 ms of CPU), which must not stall every other run the service has in flight."""
+    """client_context, built off the event loop when it is not cached yet: a first use of a CA bundle parses
+    PEM and loads the system store (~17 ms of CPU), which must not stall every other run in flight. A cached
+    one is returned at once (a thread hop per run measurably slowed the engine)."""
+    cached = _CONTEXTS.get((ca_bundle if verify else None, verify))
+    if cached is not None:
+        return cached
     return await asyncio.to_thread(client_context, ca_bundle=ca_bundle, verify=verify)
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
+_CONTEXT_CACHE_SIZE: Final = 16
+_CONTEXTS: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+
+
+def _build_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False  # must come before CERT_NONE, or ssl refuses

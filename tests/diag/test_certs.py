@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from diag.certs import (
     client_context,
+    client_context_async,
     connection_facts,
     describe_certificate,
     expiry_warning_days,
@@ -604,3 +605,23 @@ async def test_hostname_matches_agrees_with_openssl(tmp_path: Path, server_hostn
     assert predicted is (rejection is None)
     if rejection is not None:
         assert trust_kind(rejection) == "hostname_mismatch"
+
+
+def test_client_contexts_are_cached_and_the_cache_is_bounded(tmp_path: Path) -> None:
+    """Building a verifying context loads the system CA store (~17 ms of CPU): one per bundle, at most 16."""
+    from diag import certs as diag_certs
+
+    first = client_context(ca_bundle=None, verify=True)
+    assert client_context(ca_bundle=None, verify=True) is first
+    assert client_context(ca_bundle=None, verify=False) is not first
+    bundles = [certs.ca_issued(tmp_path).ca_pem for _ in range(20)]  # a fresh CA each time
+    for pem in bundles:
+        client_context(ca_bundle=pem, verify=True)
+    assert len(diag_certs._CONTEXTS) <= diag_certs._CONTEXT_CACHE_SIZE
+    assert (bundles[-1], True) in diag_certs._CONTEXTS  # the newest stays, the oldest went
+    assert (bundles[0], True) not in diag_certs._CONTEXTS
+
+
+async def test_client_context_async_returns_the_cached_context() -> None:
+    first = await client_context_async(ca_bundle=None, verify=False)
+    assert await client_context_async(ca_bundle=None, verify=False) is first
