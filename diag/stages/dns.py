@@ -26,6 +26,7 @@ Developer/test knobs (environment variables), so tests can run a DNS server on l
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
@@ -204,21 +205,37 @@ async def check(ctx: RunContext) -> Outcome:
 def hosts_file_addresses(host: str, path: str | None = None) -> list[str]:
     """The addresses the hosts file gives `host`, in file order: the system resolver (and so the product
     being diagnosed) answers from it before DNS, and "localhost" must never be asked of a DNS server."""
-    wanted = host.rstrip(".").lower()
+    return list(_hosts_table(path or HOSTS_FILE).get(host.rstrip(".").lower(), ()))
+
+
+def _hosts_table(path: str) -> dict[str, tuple[str, ...]]:
+    """The hosts file as name -> addresses, read again only when the file changes (a stat per run instead
+    of a read and parse on the event loop)."""
     try:
-        with open(path or HOSTS_FILE, encoding="utf-8", errors="replace") as f:
+        stat = os.stat(path)
+    except OSError:
+        return {}
+    return _parse_hosts_file(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_hosts_file(path: str, mtime_ns: int, size: int) -> dict[str, tuple[str, ...]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read(HOSTS_FILE_LIMIT)
     except OSError:
-        return []
-    found: list[str] = []
+        return {}
+    table: dict[str, list[str]] = {}
     for line in text.splitlines():
         fields = line.split("#", 1)[0].split()
-        if len(fields) < 2 or wanted not in (name.rstrip(".").lower() for name in fields[1:]):
+        literal = parse_ip_literal(fields[0]) if len(fields) >= 2 else None
+        if literal is None:
             continue
-        literal = parse_ip_literal(fields[0])
-        if literal is not None and str(literal) not in found:
-            found.append(str(literal))
-    return found
+        for name in fields[1:]:
+            addresses = table.setdefault(name.rstrip(".").lower(), [])
+            if str(literal) not in addresses:
+                addresses.append(str(literal))
+    return {name: tuple(addresses) for name, addresses in table.items()}
 
 
 async def _resolve_both(

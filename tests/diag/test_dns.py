@@ -319,6 +319,16 @@ async def test_name_unknown_to_dns_falls_back_to_the_system_resolver(
     assert sorted(dns_server.asked("localhost")) == ["A", "AAAA"]  # DNS was asked first, said NXDOMAIN
 
 
+def test_hosts_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.0.0.5 mail.corp\n")
+    assert dns_stage.hosts_file_addresses("mail.corp", str(hosts)) == ["10.0.0.5"]
+    hosts.write_text("10.0.0.6 mail.corp\n10.0.0.7 mail.corp\n")  # another size: a change the stat sees
+    assert dns_stage.hosts_file_addresses("mail.corp", str(hosts)) == ["10.0.0.6", "10.0.0.7"]
+    hosts.unlink()
+    assert dns_stage.hosts_file_addresses("mail.corp", str(hosts)) == []
+
+
 def test_hosts_file_parsing(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("# comment\n127.0.0.1 localhost\n10.0.0.5 mail.corp mail # inline\n::1 mail.corp\nbad line\n")
