@@ -213,20 +213,19 @@ async def _answers_tls(ctx: RunContext, address: str) -> bool:
         sock = await open_socket(address, config.port, config.timeout_s)
     except ProbeError:
         return False
-    context = await certs.client_context_async(ca_bundle=None, verify=False)
     try:
+        context = await certs.client_context_async(ca_bundle=None, verify=False)
         async with asyncio.timeout(config.timeout_s):
             _, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname=config.host)
     except (OSError, TimeoutError, ssl.SSLError):
         sock.close()
         return False
+    except BaseException:  # cancelled: the socket must not outlive the run
+        sock.close()
+        raise
     ctx.transcript.note(f"a second connection to {address}:{config.port} completed a TLS handshake")
-    writer.close()
-    try:
-        async with asyncio.timeout(1.0):
-            await writer.wait_closed()
-    except (OSError, TimeoutError, ssl.SSLError):
-        pass
+    # abort, not close: a TLS close waits for the server's close_notify, and the socket with it.
+    writer.transport.abort()
     return True
 
 
@@ -237,7 +236,11 @@ async def _sniff(ctx: RunContext, address: str) -> str | None:
         sock = await open_socket(address, config.port, config.timeout_s)
     except ProbeError:
         return None
-    reader, writer = await asyncio.open_connection(sock=sock, limit=SNIFF_LIMIT * 2)
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=SNIFF_LIMIT * 2)
+    except BaseException:
+        sock.close()
+        raise
     try:
         writer.write(b"QUIT\r\n\r\n")
         ctx.transcript.client("QUIT")

@@ -7,8 +7,10 @@ RCPT TO, DATA, end of data) with the library's own API, and turns what the clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Literal
@@ -134,6 +136,22 @@ async def aiosmtplib_conversation(
         return Outcome("timeout", step)
     except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError):
         return Outcome("disconnected", step)
+    finally:
+        await close_now(client)
+
+
+@contextlib.asynccontextmanager
+async def starttls_session(srv: FakeSMTP, *, timeout: float = 5.0) -> AsyncIterator[aiosmtplib.SMTP]:
+    """An aiosmtplib session upgraded with STARTTLS (trusting the server's PEM), QUIT and closed at once at
+    the end: `async with aiosmtplib.SMTP(...)` would leave the TLS socket waiting for close_notify."""
+    client = aiosmtplib.SMTP(
+        hostname=srv.host, port=srv.port, start_tls=True, tls_context=trusting(srv), timeout=timeout
+    )
+    try:
+        await client.connect()
+        yield client
+        with contextlib.suppress(aiosmtplib.SMTPException):
+            await client.quit()
     finally:
         await close_now(client)
 

@@ -9,7 +9,13 @@ import aiosmtplib
 import pytest
 
 from fake_smtp import FakeSMTP, Fault, parse_fault
-from tests.fake_smtp.clients import Outcome, aiosmtplib_conversation, smtplib_conversation, trusting
+from tests.fake_smtp.clients import (
+    Outcome,
+    aiosmtplib_conversation,
+    smtplib_conversation,
+    starttls_session,
+    trusting,
+)
 from tests.fake_smtp.conftest import PASSWORD, USER
 
 STEPS = ["greeting", "ehlo", "starttls", "auth", "mail_from", "rcpt_to", "data", "end_of_data"]
@@ -112,8 +118,7 @@ def test_no_auth_hides_auth_with_smtplib(full_server: FakeSMTP) -> None:
 
 async def test_no_auth_hides_auth_with_aiosmtplib(full_server: FakeSMTP) -> None:
     full_server.set_faults([parse_fault("ehlo=no-auth")])
-    async with aiosmtplib.SMTP(hostname=full_server.host, port=full_server.port, start_tls=True,
-                               tls_context=trusting(full_server), timeout=5) as smtp:
+    async with starttls_session(full_server) as smtp:
         assert not smtp.supports_extension("auth")
         with pytest.raises(aiosmtplib.SMTPException, match=r"(?i)auth"):
             await smtp.login(USER, PASSWORD)
@@ -123,8 +128,7 @@ async def test_no_auth_hides_auth_with_aiosmtplib(full_server: FakeSMTP) -> None
 
 
 async def test_set_faults_while_running_applies_to_the_next_step(full_server: FakeSMTP) -> None:
-    async with aiosmtplib.SMTP(hostname=full_server.host, port=full_server.port, start_tls=True,
-                               tls_context=trusting(full_server), timeout=5) as smtp:
+    async with starttls_session(full_server) as smtp:
         await smtp.login(USER, PASSWORD)
         full_server.set_faults([parse_fault("mail_from=reply:451")])
         with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
