@@ -76,6 +76,9 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
+    # An API answers a path it does not serve with a JSON 404, not a redirect: "/api/diagnostics/%2F"
+    # (an id of "/") was redirected to the list (found by tests/security/test_api_fuzz.py).
+    app.router.redirect_slashes = False
     app.state.services = services
     return app
 
