@@ -100,7 +100,7 @@ class SqliteReportStore:
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, isolation_level=None
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             self._conn = conn
@@ -166,3 +166,19 @@ class SqliteReportStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL once. Several workers opening a new file at the same moment can get "database
+    is locked" from the switch itself, which does not wait on the busy timeout: retry, bounded by it."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # in a worker thread (every store call runs off the event loop)
