@@ -138,8 +138,9 @@ class Probe:
         self.implicit_tls = smtp.use_tls
         # Set when a verifying handshake failed and this session continues unverified to describe the server.
         self.verify_error: ssl.SSLCertVerificationError | None = None
-        # aiosmtplib forgets its transport when a command times out; close() must still abort a TLS one.
-        self._tls_transport: asyncio.BaseTransport | None = None
+        # aiosmtplib forgets its transport when a command times out, after a graceful close() that waits
+        # for unsent data (a stalled DATA) or a TLS close_notify: close() must still abort every one.
+        self._transports: list[asyncio.BaseTransport] = [t for t in (smtp.transport,) if t is not None]
 
     @classmethod
     async def open(
@@ -240,7 +241,7 @@ class Probe:
         """QUIT (bounded) when `polite`, then close whatever is left, and the socket with it, now.
 
         Not polite after the run's budget ran out: the session stopped mid-command, a QUIT would only wait."""
-        transports = {self.smtp.transport, self._tls_transport}
+        transports = [*self._transports, self.smtp.transport]
         if polite and self.smtp.is_connected:
             try:
                 self.transcript.client("QUIT")
@@ -250,9 +251,10 @@ class Probe:
                 pass
         self.smtp.close()
         for transport in transports:
-            if isinstance(transport, asyncio.Transport):
-                # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), and the
-                # socket open until then: a caller whose loop ends first leaks it. After QUIT, abort.
+            if isinstance(transport, asyncio.Transport):  # abort() after a graceful close() forces it
+                # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), a plain
+                # one waiting to send what a stalled server never reads, and the socket open until then:
+                # a caller whose loop ends first leaks it. After QUIT, abort.
                 transport.abort()
         await asyncio.sleep(0)  # one loop turn runs the transport's connection_lost: the socket closes
 
@@ -281,7 +283,8 @@ class Probe:
         return error
 
     def _note_tls(self) -> None:
-        self._tls_transport = self.smtp.transport
+        if self.smtp.transport is not None:
+            self._transports.append(self.smtp.transport)
         obj = self.ssl_object
         if obj is not None:
             cipher = obj.cipher()

@@ -90,7 +90,7 @@ async def check(ctx: RunContext) -> Outcome:
 async def _reopen_unverified(ctx: RunContext, old: Probe) -> Probe:
     """The failed handshake left the session unusable: a fresh one, up to STARTTLS, without verification."""
     ctx.transcript.note("reconnecting without verification to describe the server's certificate")
-    old.smtp.close()
+    await old.close(polite=False)  # the failed handshake left it unusable; abort, do not wait
     probe = await Probe.open(ctx.config, ctx.transcript, old.address)
     ctx.probe = probe
     await probe.ehlo()

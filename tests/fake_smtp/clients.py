@@ -110,13 +110,16 @@ async def aiosmtplib_conversation(
     else:
         client = aiosmtplib.SMTP(hostname=srv.host, port=srv.port, timeout=timeout, start_tls=False)
     step = "greeting"
+    seen: list[asyncio.BaseTransport | None] = []  # aiosmtplib forgets its transport after a timeout
     try:
         await client.connect()
+        seen.append(client.transport)
         step = "ehlo"
         await client.ehlo()
         if starttls and not implicit:
             step = "starttls"
             await client.starttls(tls_context=trusting(srv))
+            seen.append(client.transport)
             step = "ehlo"
             await client.ehlo()
         if login is not None:
@@ -137,7 +140,7 @@ async def aiosmtplib_conversation(
     except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError):
         return Outcome("disconnected", step)
     finally:
-        await close_now(client)
+        await close_now(client, *seen)
 
 
 @contextlib.asynccontextmanager
@@ -147,22 +150,28 @@ async def starttls_session(srv: FakeSMTP, *, timeout: float = 5.0) -> AsyncItera
     client = aiosmtplib.SMTP(
         hostname=srv.host, port=srv.port, start_tls=True, tls_context=trusting(srv), timeout=timeout
     )
+    seen: list[asyncio.BaseTransport | None] = []
     try:
         await client.connect()
+        seen.append(client.transport)
         yield client
         with contextlib.suppress(aiosmtplib.SMTPException):
             await client.quit()
     finally:
-        await close_now(client)
+        await close_now(client, *seen)
 
 
-async def close_now(client: aiosmtplib.SMTP) -> None:
-    """Close without the TLS close_notify round trip, and let the loop run the scheduled socket close.
+async def close_now(client: aiosmtplib.SMTP, *seen: asyncio.BaseTransport | None) -> None:
+    """Close without waiting, and let the loop run the scheduled socket close.
 
-    A polite close() of a TLS transport waits for the peer's close_notify; if the test's event loop ends
-    first, the socket is never closed and a ResourceWarning (an error here) surfaces in a later test.
+    A polite close() of a TLS transport waits for the peer's close_notify, and of a plain one for unsent
+    data a stalled server never reads; aiosmtplib drops its reference after a timeout. If the test's event
+    loop ends first, the socket is never closed and a ResourceWarning (an error here) surfaces in a later
+    test. So every transport the session had (`seen`) is aborted.
     """
-    if client.transport is not None:
-        client.transport.abort()
+    transports = [*seen, client.transport]
     client.close()
+    for transport in transports:
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
     await asyncio.sleep(0)  # one loop turn: the abort's socket close was scheduled before this
