@@ -25,6 +25,7 @@ from typing import Final
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
+from diag import certs
 from diag.config import SmtpConfig
 from diag.transcript import Transcript
 
@@ -95,6 +96,14 @@ def map_exception(exc: BaseException, what: str) -> ProbeError:
     if isinstance(exc, aiosmtplib.SMTPException | OSError):
         return ProbeError("protocol_error", f"{what} failed: {exc}", cause=exc)
     raise exc
+
+
+def handshake_failure(error: ProbeError) -> tuple[str, str]:
+    """(kind, detail) of a failed TLS handshake, for the connect stage (implicit TLS) and the tls stage
+    (STARTTLS) alike: "not_tls" when the peer answered in plaintext, else "handshake_failed"; the detail is
+    the reason without our own "TLS handshake failed: " prefix, which the finding says already."""
+    kind = certs.handshake_kind(error.cause) if error.cause is not None else "handshake_failed"
+    return kind, error.message.removeprefix("TLS handshake failed: ")
 
 
 async def open_socket(address: str, port: int, timeout_s: float) -> socket.socket:

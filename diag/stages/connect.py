@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from diag import certs
 from diag.config import TlsMode
-from diag.probe import Probe, ProbeError, open_socket
+from diag.probe import Probe, ProbeError, handshake_failure, open_socket
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
 
@@ -119,7 +119,7 @@ async def _after_connect_failure(
     config = ctx.config
     where = f"{address}:{config.port}"
     if error.kind == "tls_handshake":
-        kind = certs.handshake_kind(error.cause) if error.cause else "handshake_failed"
+        kind, detail = handshake_failure(error)
         if kind == "not_tls":
             return Outcome(
                 Status.FAILED,
@@ -127,9 +127,8 @@ async def _after_connect_failure(
                 "(STARTTLS), not implicit TLS.",
                 facts,
                 kind="tls.not_tls",
-                server_text=error.message,
+                server_text=detail,
             )
-        detail = error.message.removeprefix("TLS handshake failed: ")  # the finding says it already
         return Outcome(
             Status.FAILED,
             f"TLS handshake with {where} failed: {detail}.",

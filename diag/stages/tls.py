@@ -12,7 +12,7 @@ from typing import Any
 
 from diag import certs
 from diag.config import TlsMode
-from diag.probe import Probe, ProbeError
+from diag.probe import Probe, ProbeError, handshake_failure
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
 from diag.stages.ehlo import capability_facts
@@ -101,9 +101,8 @@ async def _reopen_unverified(ctx: RunContext, old: Probe) -> Probe:
 
 
 def _handshake_failure(error: ProbeError) -> Outcome:
-    if error.kind == "tls_handshake" and error.cause is not None:
-        kind = certs.handshake_kind(error.cause)
-        detail = error.message.removeprefix("TLS handshake failed: ")  # the finding says it already
+    if error.kind == "tls_handshake":
+        kind, detail = handshake_failure(error)
         summary = (
             "The server answered the TLS handshake in plaintext."
             if kind == "not_tls"

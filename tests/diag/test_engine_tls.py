@@ -373,3 +373,18 @@ async def test_implicit_tls_is_valid(fake_smtp_factory: Callable[..., FakeSMTP],
     assert tls.status is Status.PASSED and tls.facts["tls_how"] == "implicit TLS"
     assert tls.facts["verified"] is True
     assert report.stage("auth").status is Status.PASSED
+
+
+def test_a_handshake_failure_without_an_ssl_error_is_still_classified() -> None:
+    """A refused STARTTLS on the reconnect that describes an untrusted certificate raises
+    ProbeError("tls_handshake") with no SSL error behind it; it once became an unclassified
+    "tls.tls_handshake". Both TLS stages now share one mapping. (Pure function: no peer refuses only the
+    second STARTTLS of a run on demand.)"""
+    from diag.findings import finding_for
+    from diag.probe import ProbeError, handshake_failure
+
+    kind, detail = handshake_failure(ProbeError("tls_handshake", "the server refused STARTTLS on reconnect: 454"))
+    assert (kind, detail) == ("handshake_failed", "the server refused STARTTLS on reconnect: 454")
+    finding = finding_for("tls", kind, config_for(587), None, detail)
+    assert finding.code == "tls.handshake_failed" and not finding.cause.startswith("Unclassified")
+    assert handshake_failure(ProbeError("tls_handshake", "TLS handshake failed: EOF"))[1] == "EOF"
