@@ -40,10 +40,6 @@ class Reply:
     text: str
 
     @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 400
-
-    @property
     def valid(self) -> bool:
         """SMTP reply codes start with 2 to 5 (RFC 5321 4.2.1); anything else is a broken peer."""
         return 200 <= self.code < 600
