@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--host", required=True, help="SMTP server host name or IP address")
     target.add_argument("--port", required=True, help="SMTP port (25, 465, 587, 2525...)")
     target.add_argument("--from-email", required=True, help="the From address the application sends as")
-    target.add_argument("--helo-name", help="name to send in EHLO (default: this machine's name)")
+    target.add_argument("--helo-name", help="name to send in EHLO (default: localhost, as Go's net/smtp sends)")
     target.add_argument(
         "--dns-server", action="append", default=[], metavar="IP", help="resolver to ask (repeatable)"
     )

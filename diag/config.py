@@ -24,6 +24,9 @@ FORBIDDEN_CHARACTERS: Final = re.compile(r"[\r\n\x00]")
 MAX_FIELD_LENGTH: Final = 1024
 MAX_CA_BUNDLE_LENGTH: Final = 256 * 1024
 DEFAULT_TIMEOUT_S: Final = 10.0
+# What EHLO says when no name is configured: the name Go's net/smtp sends by default (so the products it
+# serves are diagnosed as they greet), and unlike the machine's host name it tells the server nothing.
+DEFAULT_HELO_NAME: Final = "localhost"
 MAX_TIMEOUT_S: Final = 120.0
 # What EHLO may carry (RFC 5321 Domain / address-literal): anything else is refused by servers or libraries.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -143,8 +146,8 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
     def bad(name: str, message: str) -> None:
         errors.append(FieldError(name, message))
 
-    for name in sorted(set(data) - KNOWN_FIELDS):
-        bad(name, "unknown field")
+    for name in sorted(set(data) - KNOWN_FIELDS, key=str):
+        bad(_printable_name(name), "unknown field")
 
     def text(name: str, *, required: bool = False, limit: int = MAX_FIELD_LENGTH) -> str | None:
         value = data.get(name)
@@ -245,6 +248,13 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
     )
 
 
+def _printable_name(name: object) -> str:
+    """An unknown field's name as an error can show it: bounded, and never a lone surrogate (which no JSON
+    encoder or log line can write: such a name made the API answer 500)."""
+    text = str(name)[:64]
+    return text if _encodable(text) else text.encode("utf-8", "backslashreplace").decode("ascii")
+
+
 def _encodable(value: str) -> bool:
     try:
         value.encode("utf-8")
@@ -289,9 +299,12 @@ def _dns_servers(value: Any, bad: Any) -> tuple[str, ...]:
         return ()
     servers: list[str] = []
     for item in value:
+        # Strings only: ip_address(2130706433) is 127.0.0.1, and a JSON number is no address anyone typed.
         try:
-            servers.append(str(ipaddress.ip_address(item)))
+            if not isinstance(item, str):
+                raise TypeError
+            servers.append(str(ipaddress.ip_address(item.strip())))
         except (ValueError, TypeError):
-            bad("dns_servers", f"{str(item)[:64]!r} is not an IP address")
+            bad("dns_servers", f"{str(item)[:64]!r} is not an IP address (give it as a string like \"192.0.2.53\")")
             return ()
     return tuple(servers)

@@ -182,6 +182,14 @@ ROWS: Final[tuple[Row, ...]] = (
         "DIAG_ALLOW_NETWORKS, DIAG_DENY_NETWORKS and DIAG_ALLOWED_PORTS (link-local and metadata addresses are "
         "always denied).",
     ),
+    Row(
+        "dns.rate_limited",
+        "This service has run too many diagnoses against the server {host} resolves to ({reply}). The limit "
+        "counts every name and address that reaches one server together, so that the service cannot be "
+        "used to try passwords against it.",
+        "Wait a minute and run the check again. An operator can raise DIAG_RATE_LIMIT_PER_TARGET if many "
+        "people legitimately check the same server.",
+    ),
     # ---- connect ------------------------------------------------------------------------------------------
     Row(
         "connect.refused",

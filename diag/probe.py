@@ -26,7 +26,7 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from diag import certs
-from diag.config import SmtpConfig
+from diag.config import DEFAULT_HELO_NAME, SmtpConfig
 from diag.transcript import Transcript
 
 UNREACHABLE_ERRNOS: Final = frozenset(
@@ -129,7 +129,7 @@ async def open_socket(address: str, port: int, timeout_s: float) -> socket.socke
 
 
 def helo_name(config: SmtpConfig) -> str:
-    return config.helo_name or socket.gethostname() or "smtp-diag.localdomain"
+    return config.helo_name or DEFAULT_HELO_NAME
 
 
 class Probe:
@@ -247,20 +247,24 @@ class Probe:
 
         Not polite after the run's budget ran out: the session stopped mid-command, a QUIT would only wait."""
         transports = [*self._transports, self.smtp.transport]
-        if polite and self.smtp.is_connected:
-            try:
-                self.transcript.client("QUIT")
-                response = await self.smtp.quit(timeout=min(2.0, self.smtp.timeout or 2.0))
-                self.transcript.server(response.code, response.message)
-            except Exception:  # noqa: S110 - the session is over either way; nothing to report
-                pass
-        self.smtp.close()
-        for transport in transports:
-            if isinstance(transport, asyncio.Transport):  # abort() after a graceful close() forces it
-                # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), a plain
-                # one waiting to send what a stalled server never reads, and the socket open until then:
-                # a caller whose loop ends first leaks it. After QUIT, abort.
-                transport.abort()
+        try:
+            if polite and self.smtp.is_connected:
+                try:
+                    self.transcript.client("QUIT")
+                    response = await self.smtp.quit(timeout=min(2.0, self.smtp.timeout or 2.0))
+                    self.transcript.server(response.code, response.message)
+                except Exception:  # noqa: S110 - the session is over either way; nothing to report
+                    pass
+        finally:
+            # In `finally`: a cancelled run (its client left) is cancelled again at every await, QUIT's
+            # included, and the socket must close all the same.
+            self.smtp.close()
+            for transport in transports:
+                if isinstance(transport, asyncio.Transport):  # abort() after a graceful close() forces it
+                    # close() leaves a TLS transport waiting for the peer's close_notify (up to 30 s), a plain
+                    # one waiting to send what a stalled server never reads, and the socket open until then:
+                    # a caller whose loop ends first leaks it. After QUIT, abort.
+                    transport.abort()
         await asyncio.sleep(0)  # one loop turn runs the transport's connection_lost: the socket closes
 
     async def _call(self, line: str, coro: Awaitable[SMTPResponse]) -> Reply:
@@ -297,4 +301,4 @@ class Probe:
 
 
 def helo_name_of(smtp: aiosmtplib.SMTP) -> str:
-    return smtp.local_hostname or "smtp-diag.localdomain"
+    return smtp.local_hostname or DEFAULT_HELO_NAME

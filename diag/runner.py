@@ -55,13 +55,20 @@ async def run_events(
     *,
     policy: EgressPolicy | None = None,
     run_id: str | None = None,
+    admit_addresses: Callable[[list[str]], str | None] | None = None,
+    max_duration_s: float | None = None,
 ) -> AsyncGenerator[Event, None]:
+    """The run's events. `admit_addresses` is asked before connecting (see RunContext); `max_duration_s`
+    caps the budget the timeouts add up to (the service's bound on a run's wall time)."""
     run_id = run_id or uuid.uuid4().hex
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    ctx = RunContext(config=config, policy=policy or EgressPolicy.default())
+    ctx = RunContext(
+        config=config, policy=policy or EgressPolicy.default(), run_id=run_id, admit_addresses=admit_addresses
+    )
     transcript = Transcript(ctx.started)
     ctx.transcript = transcript
-    deadline = ctx.started + budget_for(config)
+    budget = budget_for(config) if max_duration_s is None else min(budget_for(config), max_duration_s)
+    deadline = ctx.started + budget
     bound = log.bind(run_id=run_id, host=config.host, port=config.port)
     results: dict[str, StageResult] = {}
     blocked_by: dict[str, str] = {}  # stage that could not run -> the failed stage at the root of it
@@ -106,8 +113,18 @@ async def run_events(
     yield RunFinished(report)
 
 
-async def run(config: SmtpConfig, *, policy: EgressPolicy | None = None, run_id: str | None = None) -> Report:
-    async for event in run_events(config, policy=policy, run_id=run_id):
+async def run(
+    config: SmtpConfig,
+    *,
+    policy: EgressPolicy | None = None,
+    run_id: str | None = None,
+    admit_addresses: Callable[[list[str]], str | None] | None = None,
+    max_duration_s: float | None = None,
+) -> Report:
+    events = run_events(
+        config, policy=policy, run_id=run_id, admit_addresses=admit_addresses, max_duration_s=max_duration_s
+    )
+    async for event in events:
         if isinstance(event, RunFinished):
             return event.report
     raise AssertionError("run_events ended without RunFinished")  # pragma: no cover

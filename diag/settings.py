@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
-from diag.config import Secret
+from diag.config import DEFAULT_HELO_NAME, HELO_NAME, Secret
 
 DEFAULT_DB_PATH: Final = Path("var/smtp-diag.sqlite3")
 DEFAULT_ALLOWED_PORTS: Final = frozenset({25, 465, 587, 2525})
@@ -64,6 +64,16 @@ class Settings:
     rate_limit_per_client: Rate = field(default_factory=lambda: Rate(30, 60.0))
     rate_limit_per_target: Rate = field(default_factory=lambda: Rate(10, 60.0))
     max_concurrent_runs: int = 16
+    max_runs_per_client: int = 4
+    max_run_s: float = 120.0  # a run's wall time through the service, whatever the timeouts add up to
+    # Sending a real message makes the service a mail relay for whoever reaches it: off unless enabled.
+    allow_send: bool = False
+    rate_limit_per_recipient_domain: Rate = field(default_factory=lambda: Rate(5, 3600.0))
+    # The EHLO name is the operator's; a client-chosen one only when allowed (it is what servers log).
+    helo_name: str = DEFAULT_HELO_NAME
+    allow_custom_helo: bool = False
+    # Client-chosen DNS servers: None means "on for a loopback bind, off otherwise" (custom_dns_allowed).
+    allow_custom_dns: bool | None = None
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = 8025
@@ -88,10 +98,44 @@ class Settings:
             rate_limit_per_client=get("DIAG_RATE_LIMIT_PER_CLIENT", _rate, defaults.rate_limit_per_client),
             rate_limit_per_target=get("DIAG_RATE_LIMIT_PER_TARGET", _rate, defaults.rate_limit_per_target),
             max_concurrent_runs=get("DIAG_MAX_CONCURRENT_RUNS", _int_range(1, 10_000), 16),
+            max_runs_per_client=get("DIAG_MAX_RUNS_PER_CLIENT", _int_range(1, 10_000), defaults.max_runs_per_client),
+            max_run_s=float(get("DIAG_MAX_RUN_S", _int_range(5, 3600), int(defaults.max_run_s))),
+            allow_send=get("DIAG_ALLOW_SEND", _bool, defaults.allow_send),
+            rate_limit_per_recipient_domain=get(
+                "DIAG_RATE_LIMIT_PER_RECIPIENT_DOMAIN", _rate, defaults.rate_limit_per_recipient_domain
+            ),
+            helo_name=get("DIAG_HELO_NAME", _helo_name, defaults.helo_name),
+            allow_custom_helo=get("DIAG_ALLOW_CUSTOM_HELO", _bool, defaults.allow_custom_helo),
+            allow_custom_dns=get("DIAG_ALLOW_CUSTOM_DNS", _bool, None),
             log_level=get("DIAG_LOG_LEVEL", _log_level, defaults.log_level),
             host=get("DIAG_HOST", _host, defaults.host),
             port=get("DIAG_PORT", _int_range(0, 65535), defaults.port),
         )
+
+
+    @property
+    def custom_dns_allowed(self) -> bool:
+        """Whether a run may name its own DNS servers: as set, else only on a loopback bind (the operator
+        is then the only user, and the DNS servers are vetted by the egress policy either way)."""
+        return is_loopback_host(self.host) if self.allow_custom_dns is None else self.allow_custom_dns
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(name: str, raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be one of 1, true, yes, on or 0, false, no, off, got {raw[:20]!r}")
+
+
+def _helo_name(name: str, raw: str) -> str:
+    if not HELO_NAME.match(raw):
+        raise SettingsError(f"{name} must be a host name or an address literal like [192.0.2.1], got {raw[:60]!r}")
+    return raw
 
 
 def _int_range(low: int, high: int) -> Callable[[str, str], int]:

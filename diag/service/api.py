@@ -1,19 +1,26 @@
 """The JSON API: run a diagnosis (JSON or a live event stream), read stored reports, list them.
 
-Input is checked in the order that costs least first: per-client rate limit, content type (415), body
-size (413, from Content-Length and from the bytes actually streamed), JSON (400), the config schema and
-the egress policy (422), per-target rate limit (429), the cap on runs in flight (503). Every one of
-them answers with JSON; no input reaches a 500.
+Input is checked in the order that costs least first: content type (415), body size (413, from
+Content-Length and from the bytes actually streamed), JSON (400), the config schema (422), what this
+service allows (422: the egress policy for the host, the port and every DNS server; sending, a custom EHLO
+name and custom DNS servers only when the operator enabled them), then admission: the per-client,
+per-target and per-recipient-domain rate limits (429), the runs in flight for this client (429) and in all
+(503). Only a request that passes all of them spends any budget, so a request a foreign page can make
+(text/plain, malformed) costs its victim nothing. Every answer is JSON; no input reaches a 500.
+
+A run ends when its client leaves: the SSE stream watches for that (sse.py), and so does a plain JSON run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator
-from typing import Any, Final
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Final, TypeVar
 
+import anyio
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -23,7 +30,7 @@ from starlette.routing import Route
 from diag.config import ConfigError, SmtpConfig, parse_config
 from diag.policy import parse_ip_literal
 from diag.report import Report, RunFinished
-from diag.service.limits import retry_after_header
+from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
 from diag.service.sse import EventStreamResponse
 from diag.service.state import Services
 
@@ -31,6 +38,7 @@ log = structlog.get_logger("diag.service")
 
 REPORT_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 VERDICTS: Final = ("valid", "invalid")
+T = TypeVar("T")
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -41,14 +49,8 @@ def field_errors(errors: list[dict[str, str]], status: int = 422) -> JSONRespons
     return JSONResponse({"errors": errors}, status_code=status)
 
 
-def client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def target_key(host: str) -> str:
-    """One key per destination, whatever the spelling: "127.1", "0x7f000001" and "127.0.0.1" are one."""
-    address = parse_ip_literal(host)
-    return str(address) if address is not None else host.strip().rstrip(".").lower()
+def request_client(request: Request) -> str:
+    return client_key(request.client.host if request.client else None)
 
 
 class BodyTooLarge(Exception):
@@ -80,16 +82,13 @@ def wants(request: Request, media_type: str) -> bool:
 
 async def create_diagnostic(request: Request) -> Response:
     services: Services = request.app.state.services
-    wait = services.client_limiter.acquire(client_key(request))
-    if wait is not None:
-        return error(429, "rate_limited", "Too many diagnoses from this client; retry later.",
-                     {"Retry-After": retry_after_header(wait)})
+    settings = services.settings
     if not is_json_content_type(request.headers.get("content-type", "")):
         return error(415, "unsupported_media_type", "Send the configuration as application/json.")
     try:
-        body = await read_body(request, services.settings.max_body_bytes)
+        body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
-        return error(413, "payload_too_large", f"The body must be at most {services.settings.max_body_bytes} bytes.")
+        return error(413, "payload_too_large", f"The body must be at most {settings.max_body_bytes} bytes.")
     except ClientDisconnect:
         return error(400, "client_disconnected", "The request body was not received completely.")
     try:
@@ -107,31 +106,95 @@ async def create_diagnostic(request: Request) -> Response:
         # client's input, so a 422, never a 500. Logged by type only, to get the schema fixed.
         log.warning("config_parse_unexpected", error_type=type(exc).__name__)
         return field_errors([{"field": "body", "message": "a value has an unexpected form; check each field"}])
-    denied = policy_errors(services, config)
+    denied = policy_errors(services, config) + permission_errors(services, config)
     if denied:
         return field_errors(denied)
-    wait = services.target_limiter.acquire(target_key(config.host))
-    if wait is not None:
-        return error(429, "rate_limited", "Too many diagnoses of this server; retry later.",
-                     {"Retry-After": retry_after_header(wait)})
-    if not services.gate.try_enter():
-        return error(503, "busy", "Too many diagnoses are running; retry shortly.", {"Retry-After": "5"})
+    if config.helo_name is None:
+        config = dataclasses.replace(config, helo_name=settings.helo_name)
+
+    client = request_client(request)
+    host_key = target_host_key(config.host)
+    refused = admit(services, client, host_key, config)
+    if refused is not None:
+        return refused
     run_id = uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(run_id=run_id)
     location = {"Location": f"/api/diagnostics/{run_id}"}
+
+    def admit_addresses(addresses: list[str]) -> str | None:
+        # The host's own key was counted on admission (for an IP literal it is the address's key).
+        keys = {address_key(a) for a in addresses} - {host_key}
+        wait = services.target_limiter.acquire_all(sorted(keys)) if keys else None
+        if wait is None:
+            return None
+        return f"the per-server rate limit of this service; retry in {retry_after_header(wait)} s"
+
+    def leave() -> None:
+        services.gate.leave(client)
+
     if wants(request, "text/event-stream"):
         return EventStreamResponse(
-            stream_run(services, config, run_id), status_code=201, headers=location, on_close=services.gate.leave
+            stream_run(services, config, run_id, admit_addresses), status_code=201, headers=location, on_close=leave
         )
     try:
-        report = await run_to_report(services, config, run_id)
+        report = await until_disconnect(request, lambda: run_to_report(services, config, run_id, admit_addresses))
     finally:
-        services.gate.leave()
+        leave()
+    if report is None:
+        log.info("run_cancelled", reason="client disconnected")
+        # Nobody reads this answer; it exists so the ASGI server has one (nginx logs such a request as 499).
+        return error(499, "client_disconnected", "The client left; the run was cancelled.")
     return JSONResponse(report.to_dict(), status_code=201, headers=location)
 
 
+def admit(services: Services, client: str, host_key: str, config: SmtpConfig) -> Response | None:
+    """The rate limits and the caps on runs in flight; tokens are taken only when every check passes."""
+    settings = services.settings
+    waits: list[tuple[float | None, str]] = [
+        (services.client_limiter.wait(client), "Too many diagnoses from this client; retry later."),
+        (services.target_limiter.wait(host_key), "Too many diagnoses of this server; retry later."),
+    ]
+    domain = recipient_domain_key(config.recipient) if config.send_test_message and config.recipient else None
+    if domain is not None:
+        waits.append((services.recipient_limiter.wait(domain),
+                      "Too many test messages to this recipient domain; retry later."))
+    for wait, message in waits:
+        if wait is not None:
+            return error(429, "rate_limited", message, {"Retry-After": retry_after_header(wait)})
+    refused = services.gate.try_enter(client)
+    if refused == "client_busy":
+        return error(429, "too_many_runs", f"This client already has {settings.max_runs_per_client} diagnoses "
+                     "running; wait for one to finish.", {"Retry-After": "5"})
+    if refused is not None:
+        return error(503, "busy", "Too many diagnoses are running; retry shortly.", {"Retry-After": "5"})
+    services.client_limiter.acquire(client)
+    services.target_limiter.acquire(host_key)
+    if domain is not None:
+        services.recipient_limiter.acquire(domain)
+    return None
+
+
+async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:
+    """`work()`'s result, or None when the client hung up first (the work is then cancelled): a run nobody
+    waits for must not hold a slot and a connection to the SMTP server for minutes."""
+    result: T | None = None
+    async with anyio.create_task_group() as group:
+
+        async def watch_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch_disconnect)
+        result = await work()
+        group.cancel_scope.cancel()
+    return result
+
+
 def policy_errors(services: Services, config: SmtpConfig) -> list[dict[str, str]]:
-    """What the egress policy refuses before any lookup: the port, and the host when it is an IP literal."""
+    """What the egress policy refuses before any lookup: the port, the host when it is an IP literal, and
+    every DNS server (a DNS query is a connection too: to 169.254.169.254:53 it reaches the metadata service,
+    to an internal resolver it reads the internal zone back into the report)."""
     errors: list[dict[str, str]] = []
     reason = services.policy.vet_port(config.port)
     if reason:
@@ -141,25 +204,53 @@ def policy_errors(services: Services, config: SmtpConfig) -> list[dict[str, str]
         reason = services.policy.vet_address(str(address))
         if reason:
             errors.append({"field": "host", "message": f"not allowed by this service's egress policy: {reason}"})
+    for server in config.dns_servers:
+        reason = services.policy.vet_address(server)
+        if reason:
+            errors.append({"field": "dns_servers", "message": f"not allowed by this service's egress policy: {reason}"})
+            break
     return errors
 
 
-async def run_to_report(services: Services, config: SmtpConfig, run_id: str) -> Report:
+def permission_errors(services: Services, config: SmtpConfig) -> list[dict[str, str]]:
+    """What only the operator can allow. The CLI runs as its user and allows all of it."""
+    settings = services.settings
+    errors: list[dict[str, str]] = []
+    if config.send_test_message and not settings.allow_send:
+        errors.append({"field": "send_test_message", "message": (
+            "sending a test message is turned off on this service: it would let anyone who reaches the service "
+            "send mail through your SMTP servers. The operator can turn it on with DIAG_ALLOW_SEND=1. A check "
+            "of the recipient (RCPT TO) without sending works as it is.")})
+    if config.helo_name is not None and not settings.allow_custom_helo:
+        errors.append({"field": "helo_name", "message": (
+            f"this service greets as {settings.helo_name!r} (its operator's DIAG_HELO_NAME); a name of your own "
+            "is allowed only with DIAG_ALLOW_CUSTOM_HELO=1. Leave the field empty.")})
+    if config.dns_servers and not settings.custom_dns_allowed:
+        errors.append({"field": "dns_servers", "message": (
+            "this service resolves names with its own DNS servers; choosing others is turned off "
+            "(DIAG_ALLOW_CUSTOM_DNS=1 turns it on). Leave the field empty.")})
+    return errors
+
+
+async def run_to_report(
+    services: Services, config: SmtpConfig, run_id: str, admit_addresses: Callable[[list[str]], str | None]
+) -> Report:
     from diag.runner import run
 
-    report = await run(config, policy=services.policy, run_id=run_id)
+    report = await run(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
+                       max_duration_s=services.settings.max_run_s)
     await run_in_threadpool(services.store.save, report)
     return report
 
 
 async def stream_run(
-    services: Services, config: SmtpConfig, run_id: str
+    services: Services, config: SmtpConfig, run_id: str, admit_addresses: Callable[[list[str]], str | None]
 ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
     """The run's events for SSE; the report is saved before the last event goes out."""
     from diag.runner import run_events
 
-    # run_events is an async generator; its declared type (AsyncIterator) just does not say so.
-    events = run_events(config, policy=services.policy, run_id=run_id)
+    events = run_events(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
+                        max_duration_s=services.settings.max_run_s)
     finished = False
     try:
         async for event in events:

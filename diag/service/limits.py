@@ -1,4 +1,4 @@
-"""Admission control: token-bucket rate limits per key, and a cap on runs in flight.
+"""Admission control: token-bucket rate limits per key, caps on runs in flight, and the keys they use.
 
 Both live in memory, per process: with N workers the effective limits are N times the configured ones
 (docs/operations.md says so). The bucket table is bounded: when it is full, buckets that have refilled
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Final
 
+from diag.policy import parse_ip_literal
 from diag.settings import Rate
 
 DEFAULT_MAX_KEYS: Final = 10_000
@@ -40,6 +43,21 @@ class RateLimiter:
 
     def acquire(self, key: str) -> float | None:
         """Take one token for `key`: None when allowed, else the seconds to wait before retrying."""
+        return self.acquire_all((key,))
+
+    def acquire_all(self, keys: Iterable[str]) -> float | None:
+        """One token from every key's bucket, or none at all: None when every key allows it, else the
+        longest wait. Nothing is taken when one is empty, so a refused run spends no budget."""
+        wanted = dict.fromkeys(keys)  # ordered, without repeats
+        waits = [self.wait(key) for key in wanted]
+        if any(w is not None for w in waits):
+            return max(w for w in waits if w is not None)
+        for key in wanted:
+            self._buckets[key].tokens -= 1.0
+        return None
+
+    def wait(self, key: str) -> float | None:
+        """None when `key` has a token now (nothing is taken), else the seconds until it has one."""
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -52,7 +70,6 @@ class RateLimiter:
             bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.per_second)
             bucket.updated = now
         if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
             return None
         return (1.0 - bucket.tokens) / self.per_second
 
@@ -71,17 +88,78 @@ def retry_after_header(seconds: float) -> str:
 
 
 class RunGate:
-    """At most `limit` runs at once in this process (one event loop: no lock needed)."""
+    """At most `limit` runs at once in this process, and at most `per_client` of them for one client, so
+    one client cannot hold every slot (one event loop: no lock needed)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_client: int | None = None) -> None:
         self.limit = limit
+        self.per_client = limit if per_client is None else per_client
         self.active = 0
+        self._by_client: dict[str, int] = {}
 
-    def try_enter(self) -> bool:
+    def try_enter(self, client: str = "") -> str | None:
+        """None when the run may start (the caller must `leave(client)` once), else why it may not."""
         if self.active >= self.limit:
-            return False
+            return "busy"
+        if self._by_client.get(client, 0) >= self.per_client:
+            return "client_busy"
         self.active += 1
-        return True
+        self._by_client[client] = self._by_client.get(client, 0) + 1
+        return None
 
-    def leave(self) -> None:
+    def leave(self, client: str = "") -> None:
         self.active = max(0, self.active - 1)
+        left = self._by_client.get(client, 0) - 1
+        if left > 0:
+            self._by_client[client] = left
+        else:
+            self._by_client.pop(client, None)
+
+    def running(self, client: str) -> int:
+        return self._by_client.get(client, 0)
+
+
+def client_key(address: str | None) -> str:
+    """One key per client: its IPv4 address, or its IPv6 /64 (one host or one site holds a whole /64, so a
+    key per address would give a client 2**64 budgets)."""
+    if not address:
+        return "unknown"
+    try:
+        parsed = ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, IPv6Address) and parsed.ipv4_mapped is None:
+        return str(ip_network(f"{parsed}/64", strict=False))
+    return str(parsed.ipv4_mapped if isinstance(parsed, IPv6Address) else parsed)
+
+
+def target_host_key(host: str) -> str:
+    """One key per destination whatever its spelling: IP literals by `address_key`, names in their
+    canonical IDNA form (fullwidth or circled letters, capitals and a trailing dot fold to one name)."""
+    address = parse_ip_literal(host)
+    if address is not None:
+        return address_key(str(address))
+    name = unicodedata.normalize("NFKC", host.strip()).rstrip(".").lower()
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:  # not a valid IDNA name: the config stage says so; the key is the folded text
+        return name
+
+
+def address_key(address: str) -> str:
+    """One key per server an address reaches: all of loopback is one key (127.0.0.1, 127.1.1.1 and ::1 are
+    this machine), an IPv6 address counts by its /64, IPv4-mapped IPv6 as the IPv4 address."""
+    parsed = parse_ip_literal(address)
+    if parsed is None:
+        return address.strip().lower()
+    if parsed.is_loopback:
+        return "loopback"
+    if isinstance(parsed, IPv6Address):
+        return str(ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
+def recipient_domain_key(recipient: str) -> str:
+    """The domain a test message goes to, canonical, for the per-recipient-domain sending limit."""
+    domain = recipient.rpartition("@")[2]
+    return target_host_key(domain.strip("[]")) if domain else recipient.strip().lower()

@@ -76,15 +76,20 @@ CONFIG_SCHEMA: Final[dict[str, Any]] = {
             "type": ["array", "null"],
             "maxItems": 8,
             "items": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-            "description": "Resolvers to ask instead of the system's.",
+            "description": "Resolvers to ask instead of the system's (addresses as strings); each is vetted by "
+            "the egress policy, and the field is refused unless the operator allows it (DIAG_ALLOW_CUSTOM_DNS).",
         },
         "recipient": {**_text("A test recipient for RCPT TO."), "type": ["string", "null"]},
         "send_test_message": {
             "type": ["boolean", "null"],
             "default": False,
-            "description": "Send a real test message to the recipient.",
+            "description": "Send a real test message (fixed text) to the recipient; refused unless the operator "
+            "allows it (DIAG_ALLOW_SEND).",
         },
-        "helo_name": {**_text("The name to greet with in EHLO."), "type": ["string", "null"]},
+        "helo_name": {
+            **_text("The name to greet with in EHLO; refused unless the operator allows it (DIAG_ALLOW_CUSTOM_HELO)."),
+            "type": ["string", "null"],
+        },
     },
     "if": {"properties": {"send_test_message": {"const": True}}, "required": ["send_test_message"]},
     "then": {"required": ["recipient"], "properties": {"recipient": {"type": "string", "minLength": 1}}},
@@ -223,7 +228,8 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                         "413": _error("The body is larger than the limit (64 KiB)."),
                         "415": _error("The body is not application/json."),
                         "422": FIELD_ERROR_RESPONSE,
-                        "429": _error("Rate limit for this client or this target server.", retry_after=True),
+                        "429": _error("Rate limit for this client, this target server or this recipient domain; or "
+                                      "this client has too many runs in flight.", retry_after=True),
                         "503": _error("Too many runs in flight.", retry_after=True),
                     },
                 },

@@ -42,6 +42,7 @@ def _page(request: Request, report_id: str | None) -> Response:
             "presets_json": presets,
             "has_presets": bool(services.presets),
             "token_required": services.settings.api_token is not None,
+            "allow_send": services.settings.allow_send,
             "report_id": report_id,
         },
         headers={"cache-control": "no-store"},

@@ -69,6 +69,8 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     assert host is not None and port is not None
+    # What depends on the bind (custom DNS servers are allowed by default on loopback only) sees the real one.
+    settings = dataclasses.replace(settings, host=host, port=port)
     configure_service_logging(settings.log_level)
     warning = exposure_warning(host, settings)
     if warning:

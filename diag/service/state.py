@@ -18,6 +18,7 @@ class Services:
     policy: EgressPolicy
     client_limiter: RateLimiter
     target_limiter: RateLimiter
+    recipient_limiter: RateLimiter  # test messages per recipient domain
     gate: RunGate
     presets: list[dict[str, Any]] = field(default_factory=list)  # demo servers offered on the page
 
@@ -33,6 +34,7 @@ class Services:
             ),
             client_limiter=RateLimiter(settings.rate_limit_per_client),
             target_limiter=RateLimiter(settings.rate_limit_per_target),
-            gate=RunGate(settings.max_concurrent_runs),
+            recipient_limiter=RateLimiter(settings.rate_limit_per_recipient_domain),
+            gate=RunGate(settings.max_concurrent_runs, settings.max_runs_per_client),
             presets=list(presets or []),
         )

@@ -8,6 +8,7 @@ stage, slices the transcript and turns `kind` into a Finding (diag.findings) wit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,10 @@ class RunContext:
     config: SmtpConfig
     policy: EgressPolicy
     started: float = field(default_factory=time.monotonic)
+    run_id: str = ""
+    # Asked by the dns stage with the addresses it is about to connect to: None to go on, else why not
+    # (the service's per-target rate limit, keyed by address so that no spelling of a host escapes it).
+    admit_addresses: Callable[[list[str]], str | None] | None = None
     # Filled by the dns stage: vetted addresses in the order to try them.
     addresses: list[str] = field(default_factory=list)
     # Filled by the connect stage: the live SMTP conversation, closed by the runner at the end.

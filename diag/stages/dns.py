@@ -365,6 +365,13 @@ def _vet(
             else f"{what} may not be contacted: {reasons}. No connection was made."
         )
         return Outcome(Status.FAILED, summary, facts, kind="policy_denied", server_text=reasons)
+    refused = ctx.admit_addresses(allowed) if ctx.admit_addresses is not None else None
+    if refused is not None:
+        ctx.transcript.note(f"not admitted: {refused}")
+        return Outcome(
+            Status.FAILED, f"Not run against {host}: {refused}. No connection was made.", facts,
+            kind="rate_limited", server_text=refused,
+        )
     ctx.addresses = allowed
     if literal:
         summary = f"{host} is an IP address ({allowed[0]}); no DNS lookup needed."

@@ -190,15 +190,15 @@ async def test_token_guards_every_api_route(tmp_path: Path, smtp: FakeSMTP) -> N
             assert (await client.get(path)).status_code == 200
 
 
-async def test_rate_limit_per_client(tmp_path: Path) -> None:
+async def test_rate_limit_per_client(tmp_path: Path, smtp: FakeSMTP) -> None:
     app = create_app(make_settings(tmp_path, rate_limit_per_client=Rate(2, 60.0)))
     async with api_client(app, client_ip="10.0.0.1") as first, api_client(app, client_ip="10.0.0.2") as second:
-        statuses = [(await first.post("/api/diagnostics", json={})).status_code for _ in range(3)]
-        assert statuses == [422, 422, 429]
-        limited = await first.post("/api/diagnostics", json={})
+        statuses = [(await first.post("/api/diagnostics", json=config_for(smtp.port))).status_code for _ in range(3)]
+        assert statuses == [201, 201, 429]
+        limited = await first.post("/api/diagnostics", json=config_for(smtp.port))
         assert limited.json()["error"] == "rate_limited"
         assert 1 <= int(limited.headers["retry-after"]) <= 30
-        assert (await second.post("/api/diagnostics", json={})).status_code == 422  # another client
+        assert (await second.post("/api/diagnostics", json=config_for(smtp.port))).status_code == 201
 
 
 async def test_rate_limit_per_target_whatever_the_spelling(tmp_path: Path, smtp: FakeSMTP) -> None:
