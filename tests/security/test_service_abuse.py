@@ -23,7 +23,7 @@ import pytest
 from diag.service.app import create_app
 from diag.settings import Rate, Settings
 from fake_smtp import FakeSMTP
-from tests.hostile.peer import HostilePeer, Reader, Writer, hold, send
+from tests.hostile.peer import HostilePeer, Reader, Writer, ehlo_then, hold, send
 from tests.service.helpers import api_client, config_for, make_settings, uvicorn_in_thread
 
 RECIPIENT = "ops@example.test"
@@ -243,6 +243,32 @@ async def test_a_plain_run_is_cancelled_when_its_client_hangs_up(tmp_path: Path,
             # The only slot is free again: a run that needs it is admitted (and fails fast: nobody listens).
             free = await client.post("/api/diagnostics", json=config_for(1, timeout_s=2))
         assert free.status_code == 201, free.text
+    assert app.state.services.gate.active == 0
+
+
+async def read_all(client: httpx.AsyncClient, accept: str, body: dict[str, Any]) -> None:
+    async with client.stream("POST", "/api/diagnostics", headers={"accept": accept}, json=body) as response:
+        async for _ in response.aiter_bytes():
+            pass
+
+
+async def stalls_at_mail_from(reader: Reader, writer: Writer) -> None:
+    await ehlo_then(reader, writer, [b"8BITMIME"])
+    await hold(reader)
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+async def test_a_session_stalled_mid_conversation_is_closed_when_the_client_leaves(tmp_path: Path, accept: str) -> None:
+    """The SMTP session is up and MAIL FROM hangs; the client leaves. Cancellation reaches the session's
+    QUIT, and the socket must still close (it stayed open when QUIT was cancelled before the close)."""
+    app = create_app(settings_for(tmp_path))
+    async with HostilePeer(stalls_at_mail_from) as peer:
+        with uvicorn_in_thread(app) as url:
+            async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
+                with pytest.raises(httpx.ReadTimeout):
+                    await read_all(client, accept, config_for(peer.port, timeout_s=60))
+            assert peer.connections == 1
+            assert await peer.wait_all_closed(15)
     assert app.state.services.gate.active == 0
 
 
