@@ -89,6 +89,21 @@ class SmtpConfig:
     send_test_message: bool = False
     helo_name: str | None = None
 
+    def __post_init__(self) -> None:
+        # Python callers build configs by hand (the README shows it): take the plain values they naturally
+        # write ("none", a str password, a list of DNS servers) and refuse what no stage could use, rather
+        # than let a stage crash on it. parse_config has already done this for the CLI and the API.
+        if not isinstance(self.tls_mode, TlsMode):
+            try:
+                object.__setattr__(self, "tls_mode", TlsMode(self.tls_mode))
+            except ValueError:
+                allowed = ", ".join(m.value for m in TlsMode)
+                raise ValueError(f"tls_mode must be one of: {allowed}; got {str(self.tls_mode)[:40]!r}") from None
+        if isinstance(self.password, str):
+            object.__setattr__(self, "password", Secret(self.password))
+        if not isinstance(self.dns_servers, tuple):
+            object.__setattr__(self, "dns_servers", tuple(self.dns_servers))
+
     @property
     def anonymous(self) -> bool:
         return not self.username and not self.password

@@ -252,3 +252,25 @@ async def test_dns_policy_denied_makes_no_connection(
     assert allowed.stage("dns").status is Status.PASSED
     assert peer.accepted_event.wait(5)
 
+
+
+async def test_a_config_built_by_hand_with_plain_values_runs() -> None:
+    """The README's Python use: SmtpConfig(..., tls_mode="none", password="...") must not crash a stage."""
+    from diag.config import Secret, SmtpConfig, TlsMode
+    from diag.runner import run
+
+    config = SmtpConfig("127.0.0.1", 1, "a@example.com", username="u", password="pw",  # type: ignore[arg-type]
+                        tls_mode="none", dns_servers=["192.0.2.53"], timeout_s=2)  # type: ignore[arg-type]
+    assert config.tls_mode is TlsMode.NONE and config.password == Secret("pw") and "pw" not in repr(config)
+    assert config.dns_servers == ("192.0.2.53",)
+    report = await run(config)
+    stages = {s.name: s for s in report.stages}
+    assert stages["config"].finding is None or stages["config"].finding.code != "config.internal_error"
+    assert stages["connect"].finding is not None and stages["connect"].finding.code == "connect.refused"
+
+
+def test_a_config_built_by_hand_with_an_unknown_tls_mode_is_refused_at_once() -> None:
+    from diag.config import SmtpConfig
+
+    with pytest.raises(ValueError, match="tls_mode must be one of"):
+        SmtpConfig("smtp.example.com", 587, "a@example.com", tls_mode="ssl")  # type: ignore[arg-type]
