@@ -25,6 +25,7 @@ from typing import NoReturn
 import structlog
 
 from fake_smtp.faults import Fault, parse_fault
+from fake_smtp.mailbox import DEFAULT_MAX_BYTES
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
 
 DEFAULT_PORT = 2525
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--maildir", help="also store each message in this Maildir")
     parser.add_argument("--max-size", type=_positive, default=DEFAULT_MAX_SIZE, help="bytes (552 above)")
     parser.add_argument("--max-messages", type=_positive, default=1000)
+    parser.add_argument("--max-inbox-bytes", type=_positive, default=DEFAULT_MAX_BYTES,
+                        help="bytes of captured mail kept in memory; the oldest is dropped beyond it")
     return parser
 
 
@@ -105,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hostname=args.hostname, host=args.host, port=args.port, tls_port=args.tls_port,
             cert=args.cert, key=args.key, ca_out=args.ca_out, require_starttls=args.require_starttls,
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
-            max_messages=args.max_messages,
+            max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -1,6 +1,8 @@
 """A small JSON HTTP API over the captured messages (Starlette; served by uvicorn from FakeSMTP).
 
-    GET    /messages           summaries, oldest first
+    GET    /messages           summaries, oldest first (a list, as always); the mailbox's counts ride along
+                               in X-Inbox-* headers
+    GET    /messages?meta=1    {"messages": [...], "bytes", "max_bytes", "dropped", "dropped_bytes"}
     GET    /messages/{id}      one message, with its raw source as text
     GET    /messages/{id}/raw  the raw source (message/rfc822)
     DELETE /messages           forget every message
@@ -21,7 +23,15 @@ def create_inbox_app(mailbox: Mailbox) -> Starlette:
         return mailbox.get(request.path_params["message_id"])
 
     async def list_messages(request: Request) -> Response:
-        return JSONResponse([message.summary() for message in mailbox.snapshot()])
+        messages, stats = mailbox.snapshot_with_stats()
+        summaries = [message.summary() for message in messages]
+        counts = {"bytes": stats.bytes, "max_bytes": stats.max_bytes, "dropped": stats.dropped,
+                  "dropped_bytes": stats.dropped_bytes}
+        # The plain list stays the default answer: clients written against it keep working.
+        if request.query_params.get("meta") in ("1", "true"):
+            return JSONResponse({"messages": summaries, **counts})
+        headers = {f"x-inbox-{name.replace('_', '-')}": str(value) for name, value in counts.items()}
+        return JSONResponse(summaries, headers=headers)
 
     async def get_message(request: Request) -> Response:
         message = find(request)

@@ -24,7 +24,7 @@ import structlog
 from fake_smtp.auth import Credentials
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
 from fake_smtp.faults import Fault, FaultPlan
-from fake_smtp.mailbox import DEFAULT_MAX_MESSAGES, Mailbox, Message
+from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
 from fake_smtp.protocol import FakeSMTPProtocol, Runtime
 
 AuthMode = Literal["none", "required"]
@@ -59,6 +59,7 @@ class FakeSMTP:
         require_starttls: bool = False,
         faults: Iterable[Fault] = (),
         max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_inbox_bytes: int = DEFAULT_MAX_BYTES,
         maildir: str | Path | None = None,
         max_size: int | None = DEFAULT_MAX_SIZE,
         http_port: int | None = None,
@@ -76,6 +77,9 @@ class FakeSMTP:
             raise ValueError("auth='required' needs a username and a password")
         if max_size is not None and max_size < 1:
             raise ValueError("max_size must be >= 1 (or None for no limit)")
+        if max_size is not None and max_inbox_bytes < max_size:
+            # Otherwise a message the server accepts (250) could be dropped the moment it is stored.
+            raise ValueError(f"max_inbox_bytes ({max_inbox_bytes}) must be at least max_size ({max_size})")
         self.auth: AuthMode = auth
         self.tls: TlsMode = tls
         self.hostname = hostname
@@ -87,7 +91,7 @@ class FakeSMTP:
         self._idle_timeout = idle_timeout
         self._runtime = Runtime(
             faults=FaultPlan(faults),
-            mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir)),
+            mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
         )
@@ -215,7 +219,7 @@ class FakeSMTP:
             await self._start_http(self._requested["http"])
         log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
-                 ca_pem=None if self.ca_pem is None else str(self.ca_pem))
+                 ca_pem=None if self.ca_pem is None else str(self.ca_pem), max_inbox_bytes=self.mailbox.max_bytes)
 
     def _protocol(self, starttls_context: ssl.SSLContext | None, *, implicit_tls: bool) -> FakeSMTPProtocol:
         return FakeSMTPProtocol(

@@ -86,6 +86,7 @@ def test_cli_fault_and_http_port() -> None:
         (["--cert", "only.pem"], "--cert and --key go together"),
         (["--require-starttls"], "require_starttls"),
         (["--max-size", "0"], "positive"),
+        (["--max-inbox-bytes", "1000"], "max_inbox_bytes (1000) must be at least max_size"),
     ],
 )
 def test_cli_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:
