@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
     parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
+    parser.add_argument("--inbox-token-env", metavar="NAME",
+                        help="require Authorization: Bearer <token> on the inbox API, the token read from "
+                             "this environment variable (so it stays out of the process list)")
+    parser.add_argument("--inbox-allowed-host", action="append", default=[], metavar="NAME",
+                        help="a Host name the inbox API answers besides localhost (repeatable)")
     parser.add_argument("--maildir", help="also store each message in this Maildir")
     parser.add_argument("--max-size", type=_positive, default=DEFAULT_MAX_SIZE, help="bytes (552 above)")
     parser.add_argument("--max-messages", type=_positive, default=1000)
@@ -101,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
+    inbox_token = None
+    if args.inbox_token_env is not None:
+        inbox_token = os.environ.get(args.inbox_token_env)
+        if not inbox_token:
+            parser.error(f"--inbox-token-env: the environment variable {args.inbox_token_env} is not set or empty")
     configure_logging()
     try:
         server = FakeSMTP(
@@ -108,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hostname=args.hostname, host=args.host, port=args.port, tls_port=args.tls_port,
             cert=args.cert, key=args.key, ca_out=args.ca_out, require_starttls=args.require_starttls,
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
-            max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes,
+            max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
+            inbox_allowed_hosts=args.inbox_allowed_host,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -6,19 +6,23 @@
     GET    /messages/{id}      one message, with its raw source as text
     GET    /messages/{id}/raw  the raw source (message/rfc822)
     DELETE /messages           forget every message
+
+Every request first passes `InboxGuard` (Host header, bearer token when set).
 """
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fake_smtp.inbox_guard import HostPolicy, InboxGuard, InboxToken
 from fake_smtp.mailbox import Mailbox, Message
 
 
-def create_inbox_app(mailbox: Mailbox) -> Starlette:
+def create_inbox_app(mailbox: Mailbox, *, hosts: HostPolicy, token: InboxToken | None = None) -> Starlette:
     def find(request: Request) -> Message | None:
         return mailbox.get(request.path_params["message_id"])
 
@@ -48,9 +52,12 @@ def create_inbox_app(mailbox: Mailbox) -> Starlette:
     async def delete_messages(request: Request) -> Response:
         return JSONResponse({"deleted": mailbox.clear()})
 
-    return Starlette(routes=[
-        Route("/messages", list_messages, methods=["GET"]),
-        Route("/messages", delete_messages, methods=["DELETE"]),
-        Route("/messages/{message_id:int}", get_message, methods=["GET"]),
-        Route("/messages/{message_id:int}/raw", get_raw, methods=["GET"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/messages", list_messages, methods=["GET"]),
+            Route("/messages", delete_messages, methods=["DELETE"]),
+            Route("/messages/{message_id:int}", get_message, methods=["GET"]),
+            Route("/messages/{message_id:int}/raw", get_raw, methods=["GET"]),
+        ],
+        middleware=[Middleware(InboxGuard, hosts=hosts, token=token)],
+    )
