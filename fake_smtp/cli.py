@@ -8,7 +8,8 @@ Prints one line per listener on stdout (stable, for scripts and tests to parse):
     http http://127.0.0.1:8025
     ready
 
-Session logs (connect, auth result without password, message accepted, disconnect) go to stderr.
+Session logs (connect, auth result without password, message accepted, disconnect) go to stderr, and so
+does a loud warning when `--host` is not a loopback address.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import NoReturn
 
 import structlog
 
+from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import Fault, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
@@ -131,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TimeoutError) as error:
         print(f"fake-smtp: error: cannot start: {error}", file=sys.stderr)
         return 1
+    warning = exposure_warning(
+        server.host, smtp_ports=[p for p in (server.port, server.tls_port) if p is not None], auth=server.auth,
+        http_port=server.http_port, inbox_token=server.inbox_token_set,
+    )
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         print(f"smtp {server.host} {server.port}")
         if server.tls_port is not None:

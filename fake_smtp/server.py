@@ -23,6 +23,7 @@ import structlog
 
 from fake_smtp.auth import Credentials
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
+from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
 from fake_smtp.inbox_guard import HostPolicy, InboxToken
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
@@ -121,6 +122,11 @@ class FakeSMTP:
     @property
     def host(self) -> str:
         return self._bind_host
+
+    @property
+    def exposed(self) -> bool:
+        """Whether the listeners bind an address other machines may reach."""
+        return not is_loopback_host(self.host)
 
     @property
     def inbox_token_set(self) -> bool:
@@ -233,6 +239,9 @@ class FakeSMTP:
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
                  ca_pem=None if self.ca_pem is None else str(self.ca_pem),
                  inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes)
+        if self.exposed:
+            log.warning("listening on a non-loopback address: other machines can reach it",
+                        host=self.host, inbox_token=self.inbox_token_set)
 
     def _protocol(self, starttls_context: ssl.SSLContext | None, *, implicit_tls: bool) -> FakeSMTPProtocol:
         return FakeSMTPProtocol(

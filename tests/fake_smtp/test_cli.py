@@ -75,14 +75,34 @@ def test_cli_fault_and_http_port() -> None:
             assert smtp.mail("a@x.test")[0] == 550
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)
+        _, err = process.communicate(timeout=15)
     assert process.returncode == 0
+    assert "WARNING" not in err  # loopback: nothing to warn about
 
 
 def loopback_inbox(listeners: dict[str, list[str]]) -> httpx.Client:
     """The inbox of a server bound to 0.0.0.0, reached over loopback."""
     port = listeners["http"][0].rsplit(":", 1)[1]
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+
+
+def test_cli_warns_loudly_on_a_non_loopback_bind_with_an_open_inbox() -> None:
+    process, listeners = start("--host", "0.0.0.0", "--http-port", "0")
+    try:
+        assert listeners["smtp"][0] == "0.0.0.0"
+        with loopback_inbox(listeners) as http:
+            # Bound beyond loopback, any IP literal is a fine Host (never DNS rebinding); names are not.
+            assert http.get("/messages", headers={"Host": "192.0.2.7:8025"}).json() == []
+            assert http.get("/messages", headers={"Host": "evil.example"}).status_code == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "WARNING: fake-smtp listens on 0.0.0.0, reachable from other machines" in err
+    assert "NO TOKEN" in err and "READ and DELETE" in err and "--inbox-token-env" in err
+    assert err.count("\n!! ") >= 4  # several lines, hard to miss
+    assert "listening on a non-loopback address" in err  # the library's own log line says it too
+    assert "WARNING" not in out  # stdout stays the machine-readable listener lines
 
 
 def test_cli_inbox_token_from_the_environment() -> None:
@@ -102,6 +122,8 @@ def test_cli_inbox_token_from_the_environment() -> None:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=15)
     assert process.returncode == 0
+    assert "WARNING: fake-smtp listens on 0.0.0.0" in err
+    assert "NO TOKEN" not in err and "needs the bearer token" in err
     assert INBOX_TOKEN not in out + err
 
 
