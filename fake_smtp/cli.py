@@ -133,13 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TimeoutError) as error:
         print(f"fake-smtp: error: cannot start: {error}", file=sys.stderr)
         return 1
-    warning = exposure_warning(
-        server.host, smtp_ports=[p for p in (server.port, server.tls_port) if p is not None], auth=server.auth,
-        http_port=server.http_port, inbox_token=server.inbox_token_set,
-    )
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
     try:
+        warning = exposure_warning(
+            server.host, smtp_ports=[p for p in (server.port, server.tls_port) if p is not None],
+            auth=server.auth, http_port=server.http_port, inbox_token=server.inbox_token_set,
+        )
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         print(f"smtp {server.host} {server.port}")
         if server.tls_port is not None:
             print(f"smtps {server.host} {server.tls_port}")
