@@ -8,7 +8,8 @@ Prints one line per listener on stdout (stable, for scripts and tests to parse):
     http http://127.0.0.1:8025
     ready
 
-Session logs (connect, auth result without password, message accepted, disconnect) go to stderr.
+Session logs (connect, auth result without password, message accepted, disconnect) go to stderr, and so
+does a loud warning when `--host` is not a loopback address.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import NoReturn
 
 import structlog
 
+from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import Fault, parse_fault
+from fake_smtp.mailbox import DEFAULT_MAX_BYTES
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
 
 DEFAULT_PORT = 2525
@@ -73,9 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
     parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
+    parser.add_argument("--inbox-token-env", metavar="NAME",
+                        help="require Authorization: Bearer <token> on the inbox API, the token read from "
+                             "this environment variable (so it stays out of the process list)")
+    parser.add_argument("--inbox-allowed-host", action="append", default=[], metavar="NAME",
+                        help="a Host name the inbox API answers besides localhost (repeatable)")
     parser.add_argument("--maildir", help="also store each message in this Maildir")
     parser.add_argument("--max-size", type=_positive, default=DEFAULT_MAX_SIZE, help="bytes (552 above)")
     parser.add_argument("--max-messages", type=_positive, default=1000)
+    parser.add_argument("--max-inbox-bytes", type=_positive, default=DEFAULT_MAX_BYTES,
+                        help="bytes of captured mail kept in memory; the oldest is dropped beyond it")
     return parser
 
 
@@ -98,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
+    inbox_token = None
+    if args.inbox_token_env is not None:
+        inbox_token = os.environ.get(args.inbox_token_env)
+        if not inbox_token:
+            parser.error(f"--inbox-token-env: the environment variable {args.inbox_token_env} is not set or empty")
     configure_logging()
     try:
         server = FakeSMTP(
@@ -105,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hostname=args.hostname, host=args.host, port=args.port, tls_port=args.tls_port,
             cert=args.cert, key=args.key, ca_out=args.ca_out, require_starttls=args.require_starttls,
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
-            max_messages=args.max_messages,
+            max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
+            inbox_allowed_hosts=args.inbox_allowed_host,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -118,6 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fake-smtp: error: cannot start: {error}", file=sys.stderr)
         return 1
     try:
+        warning = exposure_warning(
+            server.host, smtp_ports=[p for p in (server.port, server.tls_port) if p is not None],
+            auth=server.auth, http_port=server.http_port, inbox_token=server.inbox_token_set,
+        )
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         print(f"smtp {server.host} {server.port}")
         if server.tls_port is not None:
             print(f"smtps {server.host} {server.tls_port}")

@@ -1,4 +1,4 @@
-"""Captured messages: bounded, thread-safe, optionally also written to a Maildir."""
+"""Captured messages: bounded in count and in bytes, thread-safe, optionally also written to a Maildir."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MAX_MESSAGES = 1000
+# 1000 messages of up to 10 MiB each would be 10 GB; the byte bound is what keeps memory in check.
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,45 @@ class Message:
         }
 
 
-class Mailbox:
-    """Keeps the newest `max_messages`; `wait_for` lets a test wait for deliveries without sleeping."""
+@dataclass(frozen=True)
+class MailboxStats:
+    """What the mailbox holds now, and how many messages it has dropped to stay within its bounds."""
 
-    def __init__(self, max_messages: int = DEFAULT_MAX_MESSAGES, maildir: Path | None = None) -> None:
+    held: int
+    bytes: int
+    max_bytes: int
+    dropped: int
+    dropped_bytes: int
+
+
+class Mailbox:
+    """Keeps the newest messages within `max_messages` and `max_bytes` (of raw source), dropping the oldest.
+
+    A message larger than `max_bytes` on its own is dropped at once (and counted), the others kept.
+    `wait_for` lets a test wait for deliveries without sleeping.
+    """
+
+    def __init__(
+        self, max_messages: int = DEFAULT_MAX_MESSAGES, maildir: Path | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
-        self._messages: deque[Message] = deque(maxlen=max_messages)
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        self._messages: deque[Message] = deque()
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._dropped = 0
+        self._dropped_bytes = 0
         self._changed = threading.Condition()
         self._next_id = 1
         self._maildir = None if maildir is None else std_mailbox.Maildir(maildir, create=True)
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
 
     def add(
         self, *, mail_from: str, rcpt_tos: list[str], raw: bytes, auth_user: str | None, tls: bool, peer: str
@@ -72,15 +103,44 @@ class Mailbox:
                 auth_user=auth_user, tls=tls, peer=peer, received_at=dt.datetime.now(dt.UTC),
             )
             self._next_id += 1
-            self._messages.append(message)
+            if message.size > self._max_bytes:
+                # It could never fit: drop it alone rather than emptying the mailbox for nothing.
+                self._count_dropped(message)
+            else:
+                self._messages.append(message)
+                self._bytes += message.size
+                self._drop_oldest_past_bounds()
             if self._maildir is not None:
                 self._maildir.add(raw)
             self._changed.notify_all()
         return message
 
+    def _drop_oldest_past_bounds(self) -> None:
+        while self._messages and (len(self._messages) > self._max_messages or self._bytes > self._max_bytes):
+            oldest = self._messages.popleft()
+            self._bytes -= oldest.size
+            self._count_dropped(oldest)
+
+    def _count_dropped(self, message: Message) -> None:
+        self._dropped += 1
+        self._dropped_bytes += message.size
+
     def snapshot(self) -> list[Message]:
         with self._changed:
             return list(self._messages)
+
+    def stats(self) -> MailboxStats:
+        with self._changed:
+            return self._stats()
+
+    def snapshot_with_stats(self) -> tuple[list[Message], MailboxStats]:
+        """The messages and the counts taken together, so a listing and its totals agree."""
+        with self._changed:
+            return list(self._messages), self._stats()
+
+    def _stats(self) -> MailboxStats:
+        return MailboxStats(held=len(self._messages), bytes=self._bytes, max_bytes=self._max_bytes,
+                            dropped=self._dropped, dropped_bytes=self._dropped_bytes)
 
     def get(self, message_id: int) -> Message | None:
         with self._changed:
@@ -90,6 +150,7 @@ class Mailbox:
         with self._changed:
             count = len(self._messages)
             self._messages.clear()
+            self._bytes = 0  # what was deleted on request is not counted as dropped
             return count
 
     def wait_for(self, count: int, timeout: float) -> list[Message]:

@@ -23,8 +23,10 @@ import structlog
 
 from fake_smtp.auth import Credentials
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
+from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
-from fake_smtp.mailbox import DEFAULT_MAX_MESSAGES, Mailbox, Message
+from fake_smtp.inbox_guard import HostPolicy, InboxToken
+from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
 from fake_smtp.protocol import FakeSMTPProtocol, Runtime
 
 AuthMode = Literal["none", "required"]
@@ -40,7 +42,8 @@ log = structlog.get_logger("fake_smtp")
 
 
 class FakeSMTP:
-    """A fake SMTP server on loopback. Port 0 means an ephemeral port; read `port` after start."""
+    """A fake SMTP server, on loopback unless `host` says otherwise. Port 0 means an ephemeral port; read
+    `port` after start. `inbox_token` (a bearer token for the inbox API) is kept only as an `InboxToken`."""
 
     def __init__(
         self,
@@ -59,9 +62,12 @@ class FakeSMTP:
         require_starttls: bool = False,
         faults: Iterable[Fault] = (),
         max_messages: int = DEFAULT_MAX_MESSAGES,
+        max_inbox_bytes: int = DEFAULT_MAX_BYTES,
         maildir: str | Path | None = None,
         max_size: int | None = DEFAULT_MAX_SIZE,
         http_port: int | None = None,
+        inbox_token: str | None = None,
+        inbox_allowed_hosts: Iterable[str] = (),
         idle_timeout: float = 60.0,
     ) -> None:
         if auth not in AUTH_MODES:
@@ -76,6 +82,11 @@ class FakeSMTP:
             raise ValueError("auth='required' needs a username and a password")
         if max_size is not None and max_size < 1:
             raise ValueError("max_size must be >= 1 (or None for no limit)")
+        if max_size is not None and max_inbox_bytes < max_size:
+            # Otherwise a message the server accepts (250) could be dropped the moment it is stored.
+            raise ValueError(f"max_inbox_bytes ({max_inbox_bytes}) must be at least max_size ({max_size})")
+        if inbox_token is not None and http_port is None:
+            raise ValueError("inbox_token needs http_port (the inbox API it protects)")
         self.auth: AuthMode = auth
         self.tls: TlsMode = tls
         self.hostname = hostname
@@ -85,9 +96,11 @@ class FakeSMTP:
         self._ca_out = None if ca_out is None else Path(ca_out)
         self._max_size = max_size
         self._idle_timeout = idle_timeout
+        self._inbox_token = None if inbox_token is None else InboxToken(inbox_token)
+        self._inbox_hosts = HostPolicy(host, inbox_allowed_hosts)
         self._runtime = Runtime(
             faults=FaultPlan(faults),
-            mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir)),
+            mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
         )
@@ -109,6 +122,15 @@ class FakeSMTP:
     @property
     def host(self) -> str:
         return self._bind_host
+
+    @property
+    def exposed(self) -> bool:
+        """Whether the listeners bind an address other machines may reach."""
+        return not is_loopback_host(self.host)
+
+    @property
+    def inbox_token_set(self) -> bool:
+        return self._inbox_token is not None
 
     @property
     def http_url(self) -> str | None:
@@ -215,7 +237,11 @@ class FakeSMTP:
             await self._start_http(self._requested["http"])
         log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
-                 ca_pem=None if self.ca_pem is None else str(self.ca_pem))
+                 ca_pem=None if self.ca_pem is None else str(self.ca_pem),
+                 inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes)
+        if self.exposed:
+            log.warning("listening on a non-loopback address: other machines can reach it",
+                        host=self.host, inbox_token=self.inbox_token_set)
 
     def _protocol(self, starttls_context: ssl.SSLContext | None, *, implicit_tls: bool) -> FakeSMTPProtocol:
         return FakeSMTPProtocol(
@@ -256,8 +282,10 @@ class FakeSMTP:
         sock.listen(128)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_inbox_app(self._runtime.mailbox), lifespan="off", log_config=None,
-            access_log=False, log_level="warning",
+            create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token),
+            lifespan="off", log_config=None, access_log=False, log_level="warning",
+            # No client may pose as another through X-Forwarded-For; no version banner.
+            proxy_headers=False, server_header=False,
         )
         self._http = uvicorn.Server(config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))

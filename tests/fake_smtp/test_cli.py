@@ -8,19 +8,21 @@ import sys
 from pathlib import Path
 from typing import IO
 
+import httpx
 import pytest
 
 from tests.fake_smtp.clients import make_message
 
 PASSWORD = "cli-unique-Pa55word-7f3a"
+INBOX_TOKEN = "cli-inbox-T0ken-unique-41d2"
 
 
-def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, list[str]]]:
+def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], dict[str, list[str]]]:
     """Start the CLI and read its listener lines up to 'ready' (bounded by pytest's timeout)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "fake_smtp.cli", "--port", "0", "--tls-port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "FAKE_SMTP_PASSWORD": PASSWORD},
+        env={**os.environ, "FAKE_SMTP_PASSWORD": PASSWORD, **(env or {})},
     )
     assert process.stdout is not None
     listeners: dict[str, list[str]] = {}
@@ -73,8 +75,68 @@ def test_cli_fault_and_http_port() -> None:
             assert smtp.mail("a@x.test")[0] == 550
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)
+        _, err = process.communicate(timeout=15)
     assert process.returncode == 0
+    assert "WARNING" not in err  # loopback: nothing to warn about
+
+
+def loopback_inbox(listeners: dict[str, list[str]]) -> httpx.Client:
+    """The inbox of a server bound to 0.0.0.0, reached over loopback."""
+    port = listeners["http"][0].rsplit(":", 1)[1]
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+
+
+def test_cli_warns_loudly_on_a_non_loopback_bind_with_an_open_inbox() -> None:
+    process, listeners = start("--host", "0.0.0.0", "--http-port", "0")
+    try:
+        assert listeners["smtp"][0] == "0.0.0.0"
+        with loopback_inbox(listeners) as http:
+            # Bound beyond loopback, any IP literal is a fine Host (never DNS rebinding); names are not.
+            assert http.get("/messages", headers={"Host": "192.0.2.7:8025"}).json() == []
+            assert http.get("/messages", headers={"Host": "evil.example"}).status_code == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "WARNING: fake-smtp listens on 0.0.0.0, reachable from other machines" in err
+    assert "NO TOKEN" in err and "READ and DELETE" in err and "--inbox-token-env" in err
+    assert err.count("\n!! ") >= 4  # several lines, hard to miss
+    assert "listening on a non-loopback address" in err  # the library's own log line says it too
+    assert "WARNING" not in out  # stdout stays the machine-readable listener lines
+
+
+def test_cli_inbox_token_from_the_environment() -> None:
+    process, listeners = start(
+        "--host", "0.0.0.0", "--http-port", "0", "--inbox-token-env", "FAKE_INBOX_TOKEN",
+        "--inbox-allowed-host", "fake-smtp.test", env={"FAKE_INBOX_TOKEN": INBOX_TOKEN},
+    )
+    try:
+        with loopback_inbox(listeners) as http:
+            http.headers["Host"] = "fake-smtp.test"
+            assert http.get("/messages").status_code == 401
+            assert http.get("/messages", headers={"Authorization": "Bearer nope"}).status_code == 401
+            assert http.get("/messages", headers={"Authorization": f"Bearer {INBOX_TOKEN}"}).json() == []
+            assert http.get("/messages", headers={"Authorization": f"Bearer {INBOX_TOKEN}",
+                                                  "Host": "other.test"}).status_code == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "WARNING: fake-smtp listens on 0.0.0.0" in err
+    assert "NO TOKEN" not in err and "needs the bearer token" in err
+    assert INBOX_TOKEN not in out + err
+
+
+def test_cli_inbox_token_needs_the_variable_and_the_inbox() -> None:
+    base = [sys.executable, "-m", "fake_smtp.cli", "--inbox-token-env", "FAKE_INBOX_TOKEN"]
+    env = {k: v for k, v in os.environ.items() if k != "FAKE_INBOX_TOKEN"}
+    unset = subprocess.run([*base, "--http-port", "0"], capture_output=True, text=True, timeout=15, env=env)
+    no_inbox = subprocess.run(base, capture_output=True, text=True, timeout=15,
+                              env={**env, "FAKE_INBOX_TOKEN": INBOX_TOKEN})
+    assert unset.returncode == no_inbox.returncode == 2
+    assert "FAKE_INBOX_TOKEN is not set or empty" in unset.stderr
+    assert "inbox_token needs http_port" in no_inbox.stderr
+    assert INBOX_TOKEN not in no_inbox.stderr
 
 
 @pytest.mark.parametrize(
@@ -86,6 +148,8 @@ def test_cli_fault_and_http_port() -> None:
         (["--cert", "only.pem"], "--cert and --key go together"),
         (["--require-starttls"], "require_starttls"),
         (["--max-size", "0"], "positive"),
+        (["--max-inbox-bytes", "1000"], "max_inbox_bytes (1000) must be at least max_size"),
+        (["--inbox-allowed-host", "bad host"], "'bad host' is not a host name"),
     ],
 )
 def test_cli_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:

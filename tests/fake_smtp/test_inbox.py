@@ -74,3 +74,51 @@ def test_inbox_http_api() -> None:
             assert http.delete("/messages").json() == {"deleted": 2}
             assert http.get("/messages").json() == []
         assert srv.messages == []
+
+
+def test_oldest_messages_are_dropped_past_the_byte_bound_and_counted() -> None:
+    with FakeSMTP(http_port=0, max_size=4096, max_inbox_bytes=10_000) as srv:
+        assert srv.http_url is not None
+        for index in range(5):
+            send(srv, f"big{index} " + "x" * 3000)
+        size = srv.messages[-1].size
+        assert 3000 < size <= 4096 and all(m.size == size for m in srv.messages)
+        kept = 10_000 // size  # 3 of the 5
+        assert [m.subject[:4] for m in srv.messages if m.subject] == [f"big{i}" for i in range(5 - kept, 5)]
+        with httpx.Client(base_url=srv.http_url, timeout=5) as http:
+            listed = http.get("/messages")
+            # The plain list stays what clients read; the counts ride along in headers.
+            assert [m["id"] for m in listed.json()] == list(range(6 - kept, 6))
+            assert listed.headers["x-inbox-dropped"] == str(5 - kept)
+            assert listed.headers["x-inbox-bytes"] == str(kept * size)
+            assert listed.headers["x-inbox-max-bytes"] == "10000"
+            meta = http.get("/messages", params={"meta": "1"}).json()
+            assert [m["id"] for m in meta["messages"]] == list(range(6 - kept, 6))
+            assert meta["dropped"] == 5 - kept and meta["dropped_bytes"] == (5 - kept) * size
+            assert meta["bytes"] == kept * size and meta["max_bytes"] == 10_000
+            # Deleting on request empties the inbox but is not a drop.
+            assert http.delete("/messages").json() == {"deleted": kept}
+            meta = http.get("/messages", params={"meta": "1"}).json()
+            assert meta["messages"] == [] and meta["bytes"] == 0 and meta["dropped"] == 5 - kept
+
+
+def test_drops_by_count_are_counted_too() -> None:
+    box = Mailbox(max_messages=2, max_bytes=1000)
+    for _ in range(5):
+        box.add(mail_from="a@x.test", rcpt_tos=["b@x.test"], raw=b"12345", auth_user=None, tls=False, peer="p")
+    stats = box.stats()
+    assert (stats.held, stats.bytes, stats.dropped, stats.dropped_bytes) == (2, 10, 3, 15)
+
+
+def test_a_message_larger_than_the_whole_bound_is_dropped_at_once() -> None:
+    box = Mailbox(max_bytes=10)
+    box.add(mail_from="a@x.test", rcpt_tos=["b@x.test"], raw=b"123", auth_user=None, tls=False, peer="p")
+    box.add(mail_from="a@x.test", rcpt_tos=["b@x.test"], raw=b"x" * 11, auth_user=None, tls=False, peer="p")
+    assert [m.raw for m in box.snapshot()] == [b"123"]  # kept: dropping it would not have made room
+    stats = box.stats()
+    assert (stats.held, stats.bytes, stats.dropped, stats.dropped_bytes) == (1, 3, 1, 11)
+
+
+def test_the_byte_bound_cannot_be_smaller_than_one_message() -> None:
+    with pytest.raises(ValueError, match=r"max_inbox_bytes \(1000\) must be at least max_size \(4096\)"):
+        FakeSMTP(max_size=4096, max_inbox_bytes=1000)
