@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -132,3 +134,37 @@ async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
     # After the server has drained (the thread joined): the slot is free and no report was stored.
     assert app.state.services.gate.active == 0
     assert app.state.services.store.list() == []
+
+
+async def test_a_silent_event_stream_sends_keep_alive_pings_and_frees_its_slot_on_close() -> None:
+    """A stage may be silent for minutes; proxies cut a silent stream. Through a real uvicorn: pings arrive
+    while the source says nothing, and the slot callback runs once the stream ends."""
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
+
+    from diag.service.sse import EventStreamResponse
+
+    release = threading.Event()  # set by the test, awaited on the server's own loop (another thread)
+    closed: list[bool] = []
+
+    async def source() -> Any:
+        yield "stage_started", {"stage": "connect"}
+        await anyio.to_thread.run_sync(release.wait, 10)  # the silent stage
+        yield "run_finished", {"verdict": "valid"}
+
+    async def endpoint(request: Request) -> EventStreamResponse:
+        return EventStreamResponse(source(), on_close=lambda: closed.append(True), ping_interval_s=0.05)
+
+    app = Starlette(routes=[Route("/events", endpoint)])
+    with uvicorn_in_thread(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client, client.stream("GET", "/events") as response:
+            seen = ""
+            async for chunk in response.aiter_text():
+                seen += chunk
+                if seen.count(": ping") >= 2:
+                    release.set()
+            assert seen.count(": ping") >= 2
+            assert seen.index("stage_started") < seen.index(": ping") < seen.index("run_finished")
+    assert closed == [True]
