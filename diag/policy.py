@@ -6,9 +6,10 @@ only to vetted addresses (the hostname is kept for SNI and certificate checks, n
 Some destinations are denied whatever the allow list says: link-local (cloud metadata at 169.254.169.254,
 fe80::/10), the metadata services that live elsewhere (AWS IMDS over IPv6, Alibaba, Azure's wire
 server), multicast, unspecified, "this network" and broadcast. An IPv6 address that embeds an IPv4 one
-(IPv4-mapped, IPv4-compatible, NAT64, 6to4) is judged by the embedded address too, because the network
-may deliver it there. Private and loopback networks are allowed by default: on-premises SMTP servers live
-there; a deployment that must not reach them passes `deny_networks` or `allow_networks`.
+(IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64 well-known and local-use, 6to4, Teredo) is judged
+by the embedded address too, because the network may deliver it there. Private and loopback networks are
+allowed by default: on-premises SMTP servers live there; a deployment that must not reach them passes
+`deny_networks` or `allow_networks`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,19 @@ ALWAYS_DENIED: Final[tuple[tuple[IPNetwork, str], ...]] = (
 )
 
 # IPv6 prefixes whose low 32 bits are an IPv4 address the packet may end up at.
-NAT64_PREFIX: Final = ip_network("64:ff9b::/96")
 IPV4_COMPATIBLE: Final = ip_network("::/96")
+# RFC 2765 (SIIT) IPv4-translated: ::ffff:0:a.b.c.d, i.e. ::ffff:0:0:0/96 (::ffff:0:0/96 is IPv4-mapped).
+IPV4_TRANSLATED: Final = ip_network("::ffff:0:0:0/96")
+
+# NAT64 prefixes (RFC 6052 well-known, RFC 8215 local-use) and where each puts the IPv4 address. The
+# local-use /48 is often split into /96s; an address in its first /96 is read that way, because its
+# /48 reading (0.0.0.0 plus non-zero suffix bits) is no valid RFC 6052 address at all. Checked in order.
+NAT64_PREFIXES: Final[tuple[IPv6Network, ...]] = (
+    IPv6Network("64:ff9b::/96"),
+    IPv6Network("64:ff9b:1::/96"),
+    IPv6Network("64:ff9b:1::/48"),
+)
+RFC6052_PREFIX_LENGTHS: Final = frozenset({32, 40, 48, 56, 64, 96})
 
 # What inet_aton can accept: digits, hex digits, "x" and dots. The guard matters because glibc's
 # inet_aton also accepts "1.2.3.4 anything" (it stops at whitespace).
@@ -93,10 +105,37 @@ def _unmap(address: IPAddress) -> IPAddress:
 
 
 def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
-    """The IPv4 address an IPv6 one may be delivered to (NAT64, 6to4, IPv4-compatible), if any."""
-    if address in NAT64_PREFIX or (address in IPV4_COMPATIBLE and int(address) > 1):
+    """The IPv4 address an IPv6 one may be delivered to, if any: NAT64 (well-known and local-use),
+    IPv4-compatible, IPv4-translated, 6to4 or Teredo."""
+    for prefix in NAT64_PREFIXES:
+        if address in prefix:
+            return rfc6052_ipv4(address, prefix.prefixlen)
+    if address in IPV4_TRANSLATED or (address in IPV4_COMPATIBLE and int(address) > 1):
         return IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.teredo is not None:
+        # (server, client): packets to a Teredo address are relayed to the client's public (NAT) address,
+        # which the address carries obfuscated and Python has already de-obfuscated. The server only
+        # helps the client qualify; our packets never go there.
+        return address.teredo[1]
     return address.sixtofour
+
+
+def rfc6052_ipv4(address: IPv6Address, prefix_length: int) -> IPv4Address:
+    """The IPv4 address in an IPv4-embedded IPv6 address with a prefix of this length (RFC 6052 2.2).
+
+    For prefixes shorter than /96 the address bytes follow the prefix but skip bits 64-71 (the "u" octet),
+    so for a /48 the first two bytes sit in bits 48-63 and the last two in bits 72-87. Dropping byte 8
+    first puts the four bytes right after the prefix for every length up to /64; a /96 holds them in
+    the last four bytes.
+    """
+    if prefix_length not in RFC6052_PREFIX_LENGTHS:
+        raise ValueError(f"RFC 6052 allows prefix lengths 32, 40, 48, 56, 64 and 96, not {prefix_length}")
+    packed = address.packed
+    if prefix_length == 96:
+        return IPv4Address(packed[12:])
+    without_u = packed[:8] + packed[9:]
+    start = prefix_length // 8
+    return IPv4Address(without_u[start : start + 4])
 
 
 def _network(value: str | IPNetwork) -> IPNetwork:

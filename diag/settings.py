@@ -57,6 +57,7 @@ class Rate:
 class Settings:
     db_path: Path = DEFAULT_DB_PATH
     retention_days: int = 30
+    store_max_mb: int = 512  # the report bodies' total in the store; the oldest go first
     api_token: ApiToken | None = None
     allow_networks: tuple[str, ...] = ()
     deny_networks: tuple[str, ...] = ()
@@ -91,6 +92,7 @@ class Settings:
         return cls(
             db_path=get("DIAG_DB_PATH", lambda _n, v: Path(v), defaults.db_path),
             retention_days=get("DIAG_RETENTION_DAYS", _int_range(1, 36500), defaults.retention_days),
+            store_max_mb=get("DIAG_STORE_MAX_MB", _int_range(1, 1_000_000), defaults.store_max_mb),
             api_token=get("DIAG_API_TOKEN", _token, None),
             allow_networks=get("DIAG_ALLOW_NETWORKS", _networks, ()),
             deny_networks=get("DIAG_DENY_NETWORKS", _networks, ()),

@@ -3,6 +3,11 @@
 The store keeps `Report.to_dict()` as JSON plus the columns a list needs (host, verdict, failed stage...).
 Reports never hold a password (the config has `password_set` only), so nothing secret reaches the file.
 
+Two bounds keep the file from growing without limit: each stored report keeps at most `max_transcript_bytes`
+of transcript (diag.stored_transcript says which lines and notes the cut), and when the bodies of all
+reports exceed `max_bytes`, the oldest reports are deleted until they fit again. The total is kept by
+triggers in a one-row table, so checking it after a save costs one lookup, whichever worker wrote what.
+
 SQLite runs in WAL mode with a busy timeout, so several uvicorn workers on one machine share one file:
 each process opens its own connection lazily (never before a fork) and serialises its threads on a lock.
 The calls block: async callers run them in a worker thread.
@@ -18,11 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import structlog
+
 from diag.report import Report
+from diag.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES, bound_transcripts
 
 BUSY_TIMEOUT_MS: Final = 5000
 PURGE_INTERVAL_S: Final = 3600.0
 MAX_LIST_LIMIT: Final = 500
+DEFAULT_MAX_BYTES: Final = 512 * 1024 * 1024
+
+log = structlog.get_logger("diag.store")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -40,6 +51,22 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE INDEX IF NOT EXISTS reports_started_at ON reports (started_at);
 CREATE INDEX IF NOT EXISTS reports_saved_at ON reports (saved_at);
 CREATE INDEX IF NOT EXISTS reports_host ON reports (host);
+-- The running total of length(body) over all reports (bodies are ASCII JSON: characters are bytes).
+-- Filled once from the table when it is created, then kept by the triggers in every worker's writes.
+CREATE TABLE IF NOT EXISTS store_size (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    body_bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO store_size (id, body_bytes) SELECT 1, COALESCE(SUM(length(body)), 0) FROM reports;
+CREATE TRIGGER IF NOT EXISTS reports_size_insert AFTER INSERT ON reports BEGIN
+    UPDATE store_size SET body_bytes = body_bytes + length(NEW.body) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS reports_size_delete AFTER DELETE ON reports BEGIN
+    UPDATE store_size SET body_bytes = body_bytes - length(OLD.body) WHERE id = 1;
+END;
+CREATE TRIGGER IF NOT EXISTS reports_size_update AFTER UPDATE OF body ON reports BEGIN
+    UPDATE store_size SET body_bytes = body_bytes - length(OLD.body) + length(NEW.body) WHERE id = 1;
+END;
 """
 
 
@@ -83,9 +110,18 @@ class ReportStore(Protocol):
 
 
 class SqliteReportStore:
-    def __init__(self, path: str | Path, *, retention_days: int = 30) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_days: int = 30,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_transcript_bytes: int = DEFAULT_MAX_TRANSCRIPT_BYTES,
+    ) -> None:
         self.path = Path(path)
         self.retention_s = retention_days * 86400.0
+        self.max_bytes = max_bytes
+        self.max_transcript_bytes = max_transcript_bytes
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._last_purge = 0.0
@@ -102,11 +138,18 @@ class SqliteReportStore:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
+            # One transaction, so no worker writes between the total's first fill and its triggers.
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
     def save(self, report: Report) -> None:
+        """Store the report (its transcript bounded), then delete the oldest others while over `max_bytes`."""
+        report = bound_transcripts(report, self.max_transcript_bytes)
         failure = report.first_failure
         row = (
             report.id,
@@ -121,13 +164,56 @@ class SqliteReportStore:
             json.dumps(report.to_dict(), separators=(",", ":")),
         )
         with self._lock:
-            self._connection().execute(
-                "INSERT OR REPLACE INTO reports (id, saved_at, started_at, host, port, verdict, failed_stage,"
-                " finding_code, duration_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            conn = self._connection()
+            # IMMEDIATE: the write lock from the start, so two workers never both trim for the same excess.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # An upsert, not INSERT OR REPLACE: REPLACE's implicit delete fires no trigger by default.
+                conn.execute(
+                    "INSERT INTO reports (id, saved_at, started_at, host, port, verdict, failed_stage,"
+                    " finding_code, duration_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at,"
+                    " started_at = excluded.started_at, host = excluded.host, port = excluded.port,"
+                    " verdict = excluded.verdict, failed_stage = excluded.failed_stage,"
+                    " finding_code = excluded.finding_code, duration_ms = excluded.duration_ms,"
+                    " body = excluded.body",
+                    row,
+                )
+                deleted = self._delete_oldest_over_limit(conn, keep=report.id)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (a full disk, say)
+                    conn.execute("ROLLBACK")
+                raise
+        if deleted:
+            log.info("store_over_limit", deleted_reports=deleted, max_bytes=self.max_bytes)
         if time.monotonic() - self._last_purge > PURGE_INTERVAL_S:
             self.purge_expired()
+
+    def _delete_oldest_over_limit(self, conn: sqlite3.Connection, *, keep: str) -> int:
+        """Delete the oldest reports (never `keep`, the one just saved) until the bodies fit in max_bytes."""
+        excess = _body_bytes(conn) - self.max_bytes
+        if excess <= 0:
+            return 0
+        doomed: list[str] = []
+        oldest_first = conn.execute(
+            "SELECT id, length(body) FROM reports WHERE id != ? ORDER BY saved_at, rowid", (keep,)
+        )
+        try:
+            for report_id, size in oldest_first:
+                doomed.append(report_id)
+                excess -= size
+                if excess <= 0:
+                    break
+        finally:
+            oldest_first.close()
+        conn.executemany("DELETE FROM reports WHERE id = ?", [(report_id,) for report_id in doomed])
+        return len(doomed)
+
+    def body_bytes(self) -> int:
+        """The bytes of all stored report bodies, as the limit counts them."""
+        with self._lock:
+            return _body_bytes(self._connection())
 
     def get(self, report_id: str) -> Report | None:
         with self._lock:
@@ -166,6 +252,11 @@ class SqliteReportStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _body_bytes(conn: sqlite3.Connection) -> int:
+    (total,) = conn.execute("SELECT body_bytes FROM store_size WHERE id = 1").fetchone()
+    return int(total)
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

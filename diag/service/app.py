@@ -28,6 +28,7 @@ from diag.settings import Settings
 from diag.store import ReportStore, SqliteReportStore
 
 log = structlog.get_logger("diag.service")
+MB = 1024 * 1024
 
 
 def create_app(
@@ -36,7 +37,10 @@ def create_app(
     store: ReportStore | None = None,
     presets: list[dict[str, Any]] | None = None,
 ) -> Starlette:
-    store = store if store is not None else SqliteReportStore(settings.db_path, retention_days=settings.retention_days)
+    if store is None:
+        store = SqliteReportStore(
+            settings.db_path, retention_days=settings.retention_days, max_bytes=settings.store_max_mb * MB
+        )
     services = Services.build(settings, store, presets)
 
     @asynccontextmanager

@@ -31,6 +31,8 @@ ZONE = {
     "metadata.test.": {"A": ["169.254.169.254"], "AAAA": ["fd00:ec2::254"]},
     "mixed.test.": {"A": ["169.254.169.254", "127.0.0.1"], "AAAA": ["fe80::1", "::1"]},
     "mapped.test.": {"AAAA": ["::ffff:169.254.169.254", "::ffff:127.0.0.9", "::1"]},
+    # What a DNS64 resolver on the local-use NAT64 prefix answers for 169.254.169.254 (RFC 6052 /48 layout).
+    "dns64.test.": {"AAAA": ["64:ff9b:1:a9fe:a9:fe00::", "::1"]},
     "alias.test.": {"CNAME": ["v4only.test."]},
     "half.test.": {"A": ["127.0.0.1"], "AAAA": ["::1"]},
     "refused.test.": {"A": ["127.0.0.1"]},
@@ -273,6 +275,17 @@ async def test_ipv4_mapped_aaaa_records_are_vetted_as_ipv4(dns_server: DnsRespon
     assert outcome.status is Status.PASSED
     assert ctx.addresses == ["127.0.0.9", "::1"]  # the mapped one connects as IPv4, so it goes first
     assert list(outcome.facts["denied_addresses"]) == ["::ffff:169.254.169.254"]
+
+
+async def test_local_use_nat64_aaaa_records_are_vetted_by_their_ipv4(dns_server: DnsResponder) -> None:
+    ctx = make_ctx("dns64.test")
+    outcome = await run_check(ctx)
+    assert outcome.status is Status.PASSED
+    assert ctx.addresses == ["::1"]
+    assert outcome.facts["denied_addresses"] == {
+        "64:ff9b:1:a9fe:a9:fe00::": "64:ff9b:1:a9fe:a9:fe00:: embeds 169.254.169.254, which is link-local"
+        " (cloud metadata service)"
+    }
 
 
 async def test_allow_list_from_the_policy(dns_server: DnsResponder) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diag.policy import EgressPolicy, normalise_address, parse_ip_literal
+from diag.policy import EgressPolicy, normalise_address, parse_ip_literal, rfc6052_ipv4
 
 ALWAYS_DENIED = [
     "169.254.169.254",
@@ -224,3 +225,89 @@ def test_integer_spellings_agree_with_inet_aton(value: int) -> None:
     expected = IPv4Address(socket.inet_aton(str(value)))
     assert parse_ip_literal(str(value)) == expected
     assert parse_ip_literal(hex(value)) == expected
+
+
+# -- IPv6 translation forms (issue 8, item 11) ---------------------------------------------------
+# Each form is built here from the IPv4 address by the layout its RFC draws, not by diag.policy's code.
+
+
+def local_use_nat64(v4: str) -> str:
+    """RFC 8215's 64:ff9b:1::/48 with the RFC 6052 /48 layout: bytes 1-2 in bits 48-63, the zero "u" octet
+    in bits 64-71, bytes 3-4 in bits 72-87, a zero suffix."""
+    a, b, c, d = IPv4Address(v4).packed
+    return f"64:ff9b:1:{a:02x}{b:02x}:{c:02x}:{d:02x}00::"
+
+
+def teredo(v4_client: str, server: str = "65.54.227.120") -> str:
+    """RFC 4380: 2001::/32, the server's IPv4, flags, the port and the client's IPv4 both inverted."""
+    s = IPv4Address(server).packed.hex()
+    c = (int(IPv4Address(v4_client)) ^ 0xFFFFFFFF).to_bytes(4, "big").hex()
+    return f"2001:0:{s[:4]}:{s[4:]}:8000:63bf:{c[:4]}:{c[4:]}"
+
+
+def ipv4_translated(v4: str) -> str:
+    """RFC 2765 (SIIT): ::ffff:0:a.b.c.d (not ::ffff:a.b.c.d, the IPv4-mapped form)."""
+    return f"::ffff:0:{v4}"
+
+
+TRANSLATIONS = [local_use_nat64, teredo, ipv4_translated]
+DENYING = EgressPolicy(deny_networks=["127.0.0.0/8", "10.0.0.0/8"])
+
+
+def check_the_helpers() -> None:
+    """The helpers spell RFC 6052's own /48 example (section 2.4) and the usual Teredo example."""
+    rfc6052_example = local_use_nat64("192.0.2.33").replace("64:ff9b:1:", "2001:db8:122:")
+    assert ip_address(rfc6052_example) == ip_address("2001:db8:122:c000:2:2100::")
+    assert ip_address(teredo("192.0.2.45")) == ip_address("2001:0:4136:e378:8000:63bf:3fff:fdd2")
+    assert ip_address(ipv4_translated("1.2.3.4")) == ip_address("::ffff:0:102:304")
+
+
+@pytest.mark.parametrize("form", TRANSLATIONS)
+def test_translated_metadata_address_is_always_denied(form: Callable[[str], str]) -> None:
+    check_the_helpers()
+    address = form("169.254.169.254")
+    for policy in (EgressPolicy.default(), EgressPolicy(allow_networks=["0.0.0.0/0", "::/0"])):
+        reason = policy.vet_address(address)
+        assert reason is not None, address
+        assert reason.startswith(address), reason
+        assert reason.endswith("embeds 169.254.169.254, which is link-local (cloud metadata service)"), reason
+
+
+@pytest.mark.parametrize("form", TRANSLATIONS)
+@pytest.mark.parametrize(("v4", "network"), [("127.0.0.1", "127.0.0.0/8"), ("10.20.30.40", "10.0.0.0/8")])
+def test_translated_address_in_a_denied_network_is_denied(form: Callable[[str], str], v4: str, network: str) -> None:
+    address = form(v4)
+    reason = DENYING.vet_address(address)
+    assert reason is not None, address
+    assert reason.endswith(f"is in the denied network {network} (it embeds {v4})"), reason
+    # The control: the same form of addresses outside the denied networks stays allowed.
+    for harmless in ("203.0.113.5", "192.0.2.33", "8.8.8.8"):
+        assert DENYING.vet_address(form(harmless)) is None, form(harmless)
+
+
+def test_local_use_nat64_96_subprefix_is_read_as_a_96() -> None:
+    """64:ff9b:1::/96 is the usual split of the /48; its addresses are no valid /48 encoding."""
+    assert DENYING.vet_address("64:ff9b:1::10.1.2.3") == (
+        "64:ff9b:1::10.1.2.3 (64:ff9b:1::a01:203) is in the denied network 10.0.0.0/8 (it embeds 10.1.2.3)"
+    )
+    assert DENYING.vet_address("64:ff9b:1::203.0.113.5") is None
+
+
+@pytest.mark.parametrize(
+    ("address", "length"),
+    [  # RFC 6052 section 2.4: 192.0.2.33 under a prefix of every length the RFC allows
+        ("2001:db8:c000:221::", 32),
+        ("2001:db8:1c0:2:21::", 40),
+        ("2001:db8:122:c000:2:2100::", 48),
+        ("2001:db8:122:3c0:0:221::", 56),
+        ("2001:db8:122:344:c0:2:2100:0", 64),
+        ("2001:db8:122:344::192.0.2.33", 96),
+    ],
+)
+def test_rfc6052_ipv4_reads_every_prefix_length(address: str, length: int) -> None:
+    assert rfc6052_ipv4(IPv6Address(address), length) == IPv4Address("192.0.2.33")
+
+
+def test_rfc6052_ipv4_refuses_other_lengths() -> None:
+    with pytest.raises(ValueError, match="not 80"):
+        rfc6052_ipv4(IPv6Address("2001:db8::"), 80)

@@ -57,6 +57,28 @@ async def test_denied_address_literal_is_422(tmp_path: Path, listener: socket.so
     assert_never_connected(listener)
 
 
+async def test_translated_forms_of_denied_addresses_are_422_naming_host(tmp_path: Path) -> None:
+    """Local-use NAT64 (RFC 6052 /48 layout), IPv4-translated and Teredo literals are vetted by the IPv4 inside."""
+    app = create_app(make_settings(tmp_path, deny_networks=("10.0.0.0/8",), allowed_ports=frozenset({587})))
+    cases = {
+        "[64:ff9b:1:a9fe:a9:fe00::]": "169.254.169.254",
+        "[::ffff:0:10.1.2.3]": "10.1.2.3",
+        "[2001:0:4136:e378:8000:63bf:f5fe:fdfc]": "10.1.2.3",  # Teredo: the client's IPv4, inverted
+    }
+    async with api_client(app) as client:
+        for host, embedded in cases.items():
+            response = await client.post("/api/diagnostics", json=config_for(587, host=host))
+            assert response.status_code == 422, host
+            [error] = response.json()["errors"]
+            assert error["field"] == "host", host
+            assert "egress policy" in error["message"] and f"embeds {embedded}" in error["message"], error
+        # The control, without a run (nothing leaves loopback): 203.0.113.5 behind the same prefix on a
+        # denied port is refused for the port alone.
+        harmless = await client.post("/api/diagnostics", json=config_for(25, host="[64:ff9b:1:cb00:71:500::]"))
+        assert harmless.status_code == 422
+        assert [e["field"] for e in harmless.json()["errors"]] == ["port"]
+
+
 async def test_denied_address_behind_a_name_fails_in_dns_without_connecting(
     tmp_path: Path, listener: socket.socket
 ) -> None:

@@ -14,6 +14,7 @@ def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
     assert settings.db_path == Path("var/smtp-diag.sqlite3")
     assert settings.retention_days == 30
+    assert settings.store_max_mb == 512
     assert settings.api_token is None
     assert settings.allowed_ports == DEFAULT_ALLOWED_PORTS == {25, 465, 587, 2525}
     assert settings.rate_limit_per_client == Rate(30, 60.0)
@@ -26,6 +27,7 @@ def test_every_variable_is_read() -> None:
     settings = Settings.from_env({
         "DIAG_DB_PATH": "/tmp/x/reports.db",
         "DIAG_RETENTION_DAYS": "7",
+        "DIAG_STORE_MAX_MB": "64",
         "DIAG_API_TOKEN": TOKEN,
         "DIAG_ALLOW_NETWORKS": "10.0.0.0/8, 192.168.1.7",
         "DIAG_DENY_NETWORKS": "10.1.0.0/16",
@@ -39,6 +41,7 @@ def test_every_variable_is_read() -> None:
     })
     assert settings.db_path == Path("/tmp/x/reports.db")
     assert settings.retention_days == 7
+    assert settings.store_max_mb == 64
     assert settings.api_token is not None and settings.api_token.matches(TOKEN)
     assert settings.allow_networks == ("10.0.0.0/8", "192.168.1.7/32")
     assert settings.deny_networks == ("10.1.0.0/16",)
@@ -58,6 +61,10 @@ def test_any_port_with_a_star() -> None:
     [
         ("DIAG_RETENTION_DAYS", "a month"),
         ("DIAG_RETENTION_DAYS", "0"),
+        ("DIAG_STORE_MAX_MB", "a lot"),
+        ("DIAG_STORE_MAX_MB", "0"),
+        ("DIAG_STORE_MAX_MB", "1.5"),
+        ("DIAG_STORE_MAX_MB", "-512"),
         ("DIAG_API_TOKEN", "short"),
         ("DIAG_API_TOKEN", "has a space in the middle of it"),
         ("DIAG_ALLOW_NETWORKS", "10.0.0.0/33"),
