@@ -59,6 +59,14 @@ def exposure_warning(host: str, settings: Settings) -> str | None:
     )
 
 
+def accepted_hosts_line(settings: Settings) -> str:
+    from diag.service.app import allowed_hosts
+
+    hosts = allowed_hosts(settings).hosts
+    source = "DIAG_ALLOWED_HOSTS" if settings.allowed_hosts is not None else "the default; set DIAG_ALLOWED_HOSTS"
+    return f"{', '.join(hosts)} (any port; {source} to change)"
+
+
 def main(host: str | None = None, port: int | None = None, demo: bool = False, *, err: TextIO = sys.stderr) -> int:
     try:
         settings = Settings.from_env()
@@ -69,6 +77,8 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     assert host is not None and port is not None
+    # The app derives its default Host allow list from where it listens.
+    settings = dataclasses.replace(settings, host=host, port=port)
     configure_service_logging(settings.log_level)
     warning = exposure_warning(host, settings)
     if warning:
@@ -92,6 +102,7 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
 
         app = create_app(settings, presets=presets)
         bound_port = sock.getsockname()[1]
+        print(f"smtp-diag: accepting Host headers {accepted_hosts_line(settings)}", file=err)
         print(f"smtp-diag: serving on {url_for(host, bound_port)}", file=err, flush=True)
         config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)
         # Ctrl-C / SIGTERM is how a server is stopped: uvicorn shuts down cleanly, then re-raises the

@@ -20,6 +20,7 @@ def test_defaults_without_environment() -> None:
     assert settings.rate_limit_per_target == Rate(10, 60.0)
     assert settings.max_concurrent_runs == 16
     assert (settings.host, settings.port, settings.log_level) == ("127.0.0.1", 8025, "INFO")
+    assert settings.allowed_hosts is None  # derived from the address listened on
 
 
 def test_every_variable_is_read() -> None:
@@ -36,6 +37,7 @@ def test_every_variable_is_read() -> None:
         "DIAG_LOG_LEVEL": "debug",
         "DIAG_HOST": "0.0.0.0",
         "DIAG_PORT": "9000",
+        "DIAG_ALLOWED_HOSTS": "diag.example.com",
     })
     assert settings.db_path == Path("/tmp/x/reports.db")
     assert settings.retention_days == 7
@@ -47,6 +49,7 @@ def test_every_variable_is_read() -> None:
     assert settings.rate_limit_per_target == Rate(100, 3600.0)
     assert settings.max_concurrent_runs == 3
     assert (settings.log_level, settings.host, settings.port) == ("DEBUG", "0.0.0.0", 9000)
+    assert settings.allowed_hosts == ("diag.example.com",)
 
 
 def test_any_port_with_a_star() -> None:
