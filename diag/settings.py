@@ -79,6 +79,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8025
     max_body_bytes: int = MAX_BODY_BYTES
+    # None: derived from the address the service listens on (diag.service.hosts.default_allowed_hosts).
+    allowed_hosts: tuple[str, ...] | None = None
+    max_connections: int = 1000
+    keep_alive_s: int = 5
+    header_timeout_s: int = 10
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -112,6 +117,10 @@ class Settings:
             log_level=get("DIAG_LOG_LEVEL", _log_level, defaults.log_level),
             host=get("DIAG_HOST", _host, defaults.host),
             port=get("DIAG_PORT", _int_range(0, 65535), defaults.port),
+            allowed_hosts=get("DIAG_ALLOWED_HOSTS", _allowed_hosts, None),
+            max_connections=get("DIAG_MAX_CONNECTIONS", _int_range(1, 1_000_000), defaults.max_connections),
+            keep_alive_s=get("DIAG_KEEP_ALIVE_S", _int_range(1, 3600), defaults.keep_alive_s),
+            header_timeout_s=get("DIAG_HEADER_TIMEOUT_S", _int_range(1, 3600), defaults.header_timeout_s),
         )
 
 
@@ -215,6 +224,49 @@ def _host(name: str, raw: str) -> str:
     if any(c.isspace() for c in raw) or len(raw) > 253:
         raise SettingsError(f"{name} must be a host name or IP address to listen on, got {raw[:40]!r}")
     return raw
+
+
+def _allowed_hosts(name: str, raw: str) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host = normalize_host_name(item)
+        if host is None:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of host names or IP addresses without a port "
+                f"(*, or *.example.com for subdomains), {item[:60]!r} is not one"
+            )
+        hosts.append(host)
+    if not hosts:
+        raise SettingsError(f"{name} must name at least one host (or * for any)")
+    return tuple(hosts)
+
+
+_HOST_NAME: Final = re.compile(r"^(\*|(\*\.)?[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*)$")
+
+
+def normalize_host_name(host: str) -> str | None:
+    """One spelling per host, as the Host header check compares them: lower case, no trailing dot, IPv6
+    without brackets and compressed ("[0:0::1]" is "::1"). None for what is not a host name or address
+    (a port, a path, spaces): Host headers and DIAG_ALLOWED_HOSTS are both read through here."""
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            return None
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            return None
+    host = host.removesuffix(".")
+    if len(host) > 253 or not _HOST_NAME.match(host):
+        return None
+    return host
 
 
 def is_loopback_host(host: str) -> bool:

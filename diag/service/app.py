@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from diag.service import api, page
-from diag.service.middleware import BearerTokenMiddleware, RequestContextMiddleware
+from diag.service.hosts import HostAllowList, default_allowed_hosts
+from diag.service.middleware import AllowedHostsMiddleware, BearerTokenMiddleware, RequestContextMiddleware
 from diag.service.openapi import openapi_document
 from diag.service.state import Services
 from diag.settings import Settings
@@ -75,6 +76,7 @@ def create_app(
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
+            Middleware(AllowedHostsMiddleware, allowed=allowed_hosts(settings)),
             Middleware(BearerTokenMiddleware, token=settings.api_token),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
@@ -85,6 +87,12 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.services = services
     return app
+
+
+def allowed_hosts(settings: Settings) -> HostAllowList:
+    """DIAG_ALLOWED_HOSTS, else the default for the address the service listens on (settings.host)."""
+    hosts = settings.allowed_hosts if settings.allowed_hosts is not None else default_allowed_hosts(settings.host)
+    return HostAllowList(hosts)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware (streaming-safe): request context and logging, and the bearer token on /api."""
+"""Pure ASGI middleware (streaming-safe): request context and logging, the Host check, the bearer token on /api."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from diag.service.hosts import HostAllowList
 from diag.settings import ApiToken
 
 log = structlog.get_logger("diag.service")
@@ -67,6 +68,44 @@ class RequestContextMiddleware:
                 client=scope["client"][0] if scope.get("client") else None,
             )
             structlog.contextvars.clear_contextvars()
+
+
+# Kubernetes probes send the pod IP as Host, which no allow list knows; these two answer only "ok" or
+# "ready" and run nothing, so a rebound page learns nothing from them.
+HOST_CHECK_EXEMPT: Final = frozenset({"/healthz", "/readyz"})
+
+
+class AllowedHostsMiddleware:
+    """Refuses a request whose Host header is not allowed (DNS rebinding) with a JSON 400, before any route.
+
+    Not Starlette's TrustedHostMiddleware: it answers in plain text, and compares the header with its port,
+    so "localhost" would not allow "localhost:8025".
+    """
+
+    def __init__(self, app: ASGIApp, allowed: HostAllowList) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in HOST_CHECK_EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        presented = Headers(scope=scope).get("host")
+        if self.allowed.allows(presented):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({
+            "error": "invalid_host",
+            "field": "Host",
+            "message": f"This service does not answer to the Host {(presented or '')[:100]!r}; "
+            "its operator can allow it with DIAG_ALLOWED_HOSTS.",
+        }).encode()
+        await send({
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": body})
 
 
 class BearerTokenMiddleware:

@@ -8,20 +8,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import resource
 import socket
 import sys
 from contextlib import ExitStack
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import uvicorn
 
+from diag.service.connections import ConnectionGuard, guarded_protocol
+from diag.service.log_limits import limit_accept_errors
 from diag.settings import Settings, SettingsError, is_loopback_host
+
+# The listen backlog, and so (asyncio accepts up to this many per wake-up, before any is admitted or refused)
+# how many descriptors a burst of connections can take beyond the connection cap.
+ACCEPT_BACKLOG: Final = 128
+# A complete request head (request line and headers) larger than this is refused with a 400.
+MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
 
 
 def configure_service_logging(level: str, stream: TextIO | None = None) -> None:
     from diag.logging import configure_logging
 
     configure_logging(json=True, level=level, stream=stream)
+    limit_accept_errors()
 
 
 def url_for(host: str, port: int) -> str:
@@ -31,7 +41,7 @@ def url_for(host: str, port: int) -> str:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=256)
+    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=ACCEPT_BACKLOG)
     # Accepted sockets inherit it: without it keep-alive responses waited ~44 ms for delayed ACKs here
     # (measured by bench/load.py), whatever asyncio sets on the transport later.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -47,6 +57,44 @@ def with_demo_ports(settings: Settings, ports: frozenset[int]) -> Settings:
     return dataclasses.replace(settings, allowed_ports=allowed, allow_networks=allow_networks)
 
 
+def raise_open_file_limit() -> int:
+    """The soft RLIMIT_NOFILE up to the hard one (often 1,024 soft for 500,000+ hard); returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        # Linux refuses an infinite RLIMIT_NOFILE (it is capped by fs.nr_open, 1,048,576 by default).
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):  # some sandboxes refuse; the soft limit then stands
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
+def connection_cap(settings: Settings, open_file_limit: int) -> int:
+    """DIAG_MAX_CONNECTIONS, lowered when it would not leave descriptors for a burst of accepts, the runs'
+    SMTP and DNS sockets, the store and the logs: the cap must be reached before the descriptor limit."""
+    reserved = ACCEPT_BACKLOG + 64 + 4 * settings.max_concurrent_runs
+    return max(1, min(settings.max_connections, open_file_limit - reserved))
+
+
+def uvicorn_config(app: Any, settings: Settings, max_connections: int) -> uvicorn.Config:
+    guard = ConnectionGuard(max_connections, header_timeout_s=settings.header_timeout_s)
+    # No limit_concurrency: uvicorn counts connections for it but still accepts and holds every one; it
+    # would also answer 503 to the request of a connection the guard has just admitted at the cap.
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(guard),
+        backlog=ACCEPT_BACKLOG,
+        timeout_keep_alive=settings.keep_alive_s,
+        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
 def exposure_warning(host: str, settings: Settings) -> str | None:
     """The loud warning for a service other machines can reach without a token, else None."""
     if settings.api_token is not None or is_loopback_host(host):
@@ -59,6 +107,14 @@ def exposure_warning(host: str, settings: Settings) -> str | None:
     )
 
 
+def accepted_hosts_line(settings: Settings) -> str:
+    from diag.service.app import allowed_hosts
+
+    hosts = allowed_hosts(settings).hosts
+    source = "DIAG_ALLOWED_HOSTS" if settings.allowed_hosts is not None else "the default; set DIAG_ALLOWED_HOSTS"
+    return f"{', '.join(hosts)} (any port; {source} to change)"
+
+
 def main(host: str | None = None, port: int | None = None, demo: bool = False, *, err: TextIO = sys.stderr) -> int:
     try:
         settings = Settings.from_env()
@@ -69,9 +125,18 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
     host = settings.host if host is None else host
     port = settings.port if port is None else port
     assert host is not None and port is not None
-    # What depends on the bind (custom DNS servers are allowed by default on loopback only) sees the real one.
+    # What depends on the bind sees the real one: the default Host allow list, and custom DNS servers
+    # (allowed by default on loopback only).
     settings = dataclasses.replace(settings, host=host, port=port)
     configure_service_logging(settings.log_level)
+    open_file_limit = raise_open_file_limit()
+    max_connections = connection_cap(settings, open_file_limit)
+    if max_connections < settings.max_connections:
+        print(
+            f"smtp-diag: at most {max_connections} connections (DIAG_MAX_CONNECTIONS is "
+            f"{settings.max_connections}): the process may open only {open_file_limit} files (ulimit -n)",
+            file=err,
+        )
     warning = exposure_warning(host, settings)
     if warning:
         print(warning, file=err)
@@ -94,8 +159,9 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
 
         app = create_app(settings, presets=presets)
         bound_port = sock.getsockname()[1]
+        print(f"smtp-diag: accepting Host headers {accepted_hosts_line(settings)}", file=err)
         print(f"smtp-diag: serving on {url_for(host, bound_port)}", file=err, flush=True)
-        config = uvicorn.Config(app, log_config=None, access_log=False, proxy_headers=False, server_header=False)
+        config = uvicorn_config(app, settings, max_connections)
         # Ctrl-C / SIGTERM is how a server is stopped: uvicorn shuts down cleanly, then re-raises the
         # KeyboardInterrupt; that is a normal end (exit 0), not an interrupted command (130).
         with contextlib.suppress(KeyboardInterrupt):

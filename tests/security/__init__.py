@@ -18,6 +18,7 @@ import pytest
 import structlog
 from starlette.applications import Starlette
 
+from diag.service.hosts import LOOPBACK_HOSTS
 from diag.settings import Rate, Settings
 from diag.stages import dns as dns_stage
 from tests.dns_responder import DnsResponder
@@ -35,6 +36,8 @@ def loopback_settings(tmp_path: Path, smtp_port: int, **changes: Any) -> Setting
         rate_limit_per_client=GENEROUS,
         rate_limit_per_target=GENEROUS,
         max_concurrent_runs=64,
+        # httpx's ASGITransport sends Host: testserver; the real default (loopback names) stays untouched.
+        allowed_hosts=(*LOOPBACK_HOSTS, "testserver"),
     )
     return dataclasses.replace(base, **changes)
 

@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from diag.service.hosts import LOOPBACK_HOSTS
 from diag.settings import Rate, Settings
 
 GENEROUS = Rate(10_000, 60.0)
@@ -26,6 +27,8 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
         allowed_ports=None,
         rate_limit_per_client=GENEROUS,
         rate_limit_per_target=GENEROUS,
+        # httpx's ASGITransport sends Host: testserver; the real default (loopback names) stays untouched.
+        allowed_hosts=(*LOOPBACK_HOSTS, "testserver"),
     )
     return dataclasses.replace(base, **changes)
 

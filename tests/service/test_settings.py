@@ -21,6 +21,8 @@ def test_defaults_without_environment() -> None:
     assert settings.rate_limit_per_target == Rate(10, 60.0)
     assert settings.max_concurrent_runs == 16
     assert (settings.host, settings.port, settings.log_level) == ("127.0.0.1", 8025, "INFO")
+    assert settings.allowed_hosts is None  # derived from the address listened on
+    assert (settings.max_connections, settings.keep_alive_s, settings.header_timeout_s) == (1000, 5, 10)
 
 
 def test_every_variable_is_read() -> None:
@@ -38,6 +40,10 @@ def test_every_variable_is_read() -> None:
         "DIAG_LOG_LEVEL": "debug",
         "DIAG_HOST": "0.0.0.0",
         "DIAG_PORT": "9000",
+        "DIAG_ALLOWED_HOSTS": "diag.example.com",
+        "DIAG_MAX_CONNECTIONS": "500",
+        "DIAG_KEEP_ALIVE_S": "15",
+        "DIAG_HEADER_TIMEOUT_S": "3",
     })
     assert settings.db_path == Path("/tmp/x/reports.db")
     assert settings.retention_days == 7
@@ -50,6 +56,8 @@ def test_every_variable_is_read() -> None:
     assert settings.rate_limit_per_target == Rate(100, 3600.0)
     assert settings.max_concurrent_runs == 3
     assert (settings.log_level, settings.host, settings.port) == ("DEBUG", "0.0.0.0", 9000)
+    assert settings.allowed_hosts == ("diag.example.com",)
+    assert (settings.max_connections, settings.keep_alive_s, settings.header_timeout_s) == (500, 15, 3)
 
 
 def test_any_port_with_a_star() -> None:
@@ -78,6 +86,9 @@ def test_any_port_with_a_star() -> None:
         ("DIAG_LOG_LEVEL", "chatty"),
         ("DIAG_PORT", "80000"),
         ("DIAG_HOST", "two words"),
+        ("DIAG_MAX_CONNECTIONS", "0"),
+        ("DIAG_KEEP_ALIVE_S", "forever"),
+        ("DIAG_HEADER_TIMEOUT_S", "0"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str) -> None:
