@@ -22,6 +22,7 @@ from diag.config import SmtpConfig
 from diag.findings import finding_for
 from diag.policy import EgressPolicy
 from diag.report import Event, Report, RunFinished, StageFinished, StageResult, StageStarted, Status
+from diag.server_text import ServerText
 from diag.stages import auth, config_check, connect, dns, ehlo, envelope, tls
 from diag.stages.base import Outcome, RunContext
 from diag.transcript import Transcript
@@ -59,7 +60,7 @@ async def run_events(
     run_id = run_id or uuid.uuid4().hex
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     ctx = RunContext(config=config, policy=policy or EgressPolicy.default())
-    transcript = Transcript(ctx.started)
+    transcript = Transcript(ctx.started, server_text=ServerText.for_config(config))
     ctx.transcript = transcript
     deadline = ctx.started + budget_for(config)
     bound = log.bind(run_id=run_id, host=config.host, port=config.port)
