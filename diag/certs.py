@@ -22,6 +22,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from diag.server_text import ServerText
+
 TrustKind = Literal[
     "self_signed", "unknown_issuer", "hostname_mismatch", "expired", "not_yet_valid", "untrusted"
 ]
@@ -75,6 +77,10 @@ _PLAINTEXT_TEXTS: Final = (
 )
 
 _EXPIRY_WARNING_DAYS: Final = 30
+# Names in a certificate are the server's words: a CN may hold a line break, a Markdown heading or an
+# escape sequence. They are described cleaned, like every other server text (diag.server_text).
+_NAME_TEXT: Final = ServerText()
+_MAX_DESCRIBED_SANS: Final = 100
 
 
 def client_context(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
@@ -224,11 +230,12 @@ def _parsed_certificate(der: bytes) -> _ParsedCertificate:
         sans_error = None
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         # A malformed extension from the server: describe the rest, and say so instead of raising.
-        dns_names, ip_addresses, sans_error = [], [], f"unreadable extensions: {exc}"
+        dns_names, ip_addresses, sans_error = [], [], f"unreadable extensions: {_NAME_TEXT.line(str(exc))}"
     facts = {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "sans": tuple(dns_names + [str(ip) for ip in ip_addresses]),
+        "subject": _NAME_TEXT.line(cert.subject.rfc4514_string()),
+        "issuer": _NAME_TEXT.line(cert.issuer.rfc4514_string()),
+        # Matching (hostname_matches) uses the names as they are; only their description is cleaned.
+        "sans": _described_names(dns_names + [str(ip) for ip in ip_addresses]),
         "sans_error": sans_error,
         "not_before": _iso_utc(cert.not_valid_before_utc),
         "not_after": _iso_utc(cert.not_valid_after_utc),
@@ -239,6 +246,13 @@ def _parsed_certificate(der: bytes) -> _ParsedCertificate:
         "sha256_fingerprint": cert.fingerprint(hashes.SHA256()).hex(":").upper(),
     }
     return _ParsedCertificate(facts, cert.not_valid_before_utc, cert.not_valid_after_utc, dns_names, ip_addresses)
+
+
+def _described_names(names: list[str]) -> tuple[str, ...]:
+    """SANs for the report: cleaned, and bounded (a certificate may carry thousands)."""
+    shown = tuple(_NAME_TEXT.line(name) for name in names[:_MAX_DESCRIBED_SANS])
+    more = len(names) - _MAX_DESCRIBED_SANS
+    return (*shown, f"… ({more} more)") if more > 0 else shown
 
 
 def hostname_matches(

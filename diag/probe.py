@@ -2,7 +2,9 @@
 
 This is the I/O boundary. Library and socket exceptions are mapped here, once, into `ProbeError(kind)`;
 SMTP replies (any code) come back as `Reply` values, never as exceptions. Every line is recorded in the
-transcript as it is sent or received (AUTH masked by the transcript).
+transcript as it is sent or received (AUTH masked by the transcript). What the server said (reply texts,
+EHLO keywords, error messages quoting its bytes) is cleaned here by the run's `ServerText` (decoded,
+no control characters, bounded, the password masked): no stage or sink ever sees it raw.
 
     ProbeError.kind
       refused | timeout | unreachable | connect_error      the TCP connection (open_socket)
@@ -27,6 +29,7 @@ from aiosmtplib import SMTPResponse
 
 from diag import certs
 from diag.config import DEFAULT_HELO_NAME, SmtpConfig
+from diag.server_text import ServerText
 from diag.transcript import Transcript
 
 UNREACHABLE_ERRNOS: Final = frozenset(
@@ -94,6 +97,14 @@ def map_exception(exc: BaseException, what: str) -> ProbeError:
     raise exc
 
 
+def cleaned(error: ProbeError, text: ServerText) -> ProbeError:
+    """The error with its message made safe: messages quote the server's bytes (an invalid reply line,
+    a library error), and they become summaries, findings and notes."""
+    error.message = text.line(error.message)
+    error.args = (error.message,)
+    return error
+
+
 def handshake_failure(error: ProbeError) -> tuple[str, str]:
     """(kind, detail) of a failed TLS handshake, for the connect stage (implicit TLS) and the tls stage
     (STARTTLS) alike: "not_tls" when the peer answered in plaintext, else "handshake_failed"; the detail is
@@ -139,6 +150,7 @@ class Probe:
         self.smtp = smtp
         self.address = address
         self.transcript = transcript
+        self.text: ServerText = transcript.server_text
         self.greeting = greeting
         self.implicit_tls = smtp.use_tls
         # Set when a verifying handshake failed and this session continues unverified to describe the server.
@@ -175,9 +187,9 @@ class Probe:
         try:
             try:
                 response = await smtp.connect()
-                greeting = Reply(response.code, response.message)
+                greeting = Reply(response.code, transcript.server_text.reply(response.message))
             except aiosmtplib.SMTPConnectResponseError as exc:
-                greeting = Reply(exc.code, exc.message)
+                greeting = Reply(exc.code, transcript.server_text.reply(exc.message))
             if not greeting.valid:
                 raise ProbeError("protocol_error", f"invalid greeting: {greeting}")
         except BaseException as exc:
@@ -185,7 +197,7 @@ class Probe:
             sock.close()
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            error = map_exception(exc, "the greeting")
+            error = cleaned(map_exception(exc, "the greeting"), transcript.server_text)
             if error.kind == "timeout":  # TCP is up: silence is not a connect timeout, and tells a story
                 error = ProbeError("greeting_timeout", f"no greeting within {config.timeout_s:g} s", cause=exc)
             transcript.note(error.message)
@@ -207,11 +219,12 @@ class Probe:
 
     @property
     def extensions(self) -> dict[str, str]:
-        return dict(self.smtp.esmtp_extensions)
+        """EHLO keywords and their parameters, as aiosmtplib parsed them from the server's words."""
+        return {self.text.line(k): self.text.line(v) for k, v in self.smtp.esmtp_extensions.items()}
 
     @property
     def auth_mechanisms(self) -> list[str]:
-        return [m.upper() for m in self.smtp.server_auth_methods]
+        return [self.text.line(m).upper() for m in self.smtp.server_auth_methods]
 
     async def ehlo(self) -> Reply:
         return await self._call(f"EHLO {helo_name_of(self.smtp)}", self.smtp.ehlo())
@@ -252,7 +265,7 @@ class Probe:
                 try:
                     self.transcript.client("QUIT")
                     response = await self.smtp.quit(timeout=min(2.0, self.smtp.timeout or 2.0))
-                    self.transcript.server(response.code, response.message)
+                    self.transcript.server(response.code, response.message)  # the transcript cleans it
                 except Exception:  # noqa: S110 - the session is over either way; nothing to report
                     pass
         finally:
@@ -274,11 +287,11 @@ class Probe:
         self.transcript.client(line)
         try:
             response = await coro
-            reply = Reply(response.code, response.message)
+            reply = Reply(response.code, self.text.reply(response.message))
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:
                 raise self._fail(exc, what) from None
-            reply = Reply(exc.code, exc.message)
+            reply = Reply(exc.code, self.text.reply(exc.message))
         except Exception as exc:
             raise self._fail(exc, what) from None
         self.transcript.server(reply.code, reply.text)
@@ -287,7 +300,7 @@ class Probe:
         return reply
 
     def _fail(self, exc: BaseException, what: str) -> ProbeError:
-        error = map_exception(exc, what)
+        error = cleaned(map_exception(exc, what), self.text)
         self.transcript.note(error.message)
         return error
 

@@ -1,8 +1,10 @@
 """Three views of one Report: JSON (the schema), Markdown (for a support ticket) and rich text (the terminal).
 
 Renderers only read the Report and StageResults; they never re-interpret a stage. Server text and facts are
-untrusted, so the rich views build `Text` objects (no console markup is parsed from them) and the Markdown
-view escapes what would break a table or turn into HTML.
+untrusted: diag.server_text has already removed control characters and line breaks from them where they
+entered, and here the rich views build `Text` objects (no console markup is parsed from them) and the
+Markdown view puts everything that may quote a server (summaries, causes, facts, the transcript) in code
+spans and a fenced block it cannot close, so no heading, link or image can come out of it.
 """
 
 from __future__ import annotations
@@ -110,21 +112,31 @@ def md_cell(text: str) -> str:
     return md_inline(" ".join(text.split())).replace("|", "\\|")
 
 
+def md_code_cell(text: str) -> str:
+    """Untrusted text as a code span inside a table cell (GFM unescapes the pipes inside it)."""
+    return md_code_span(text).replace("|", "\\|")
+
+
 def md_inline(text: str) -> str:
     """Keep `<user@example.com>` visible: GitHub and friends would swallow it as an HTML tag."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def md_code_span(text: str) -> str:
+    """Text shown literally on one line: the backtick fence is longer than any backtick run in the text,
+    so the text cannot close it, and a line break cannot end the span's paragraph."""
+    text = " ".join(text.splitlines())
+    if not text:
+        return "—"
     ticks = "`"
     while ticks in text:
         ticks += "`"
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    pad = " " if text.startswith("`") or text.endswith("`") or (text[0] == text[-1] == " ") else ""
     return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def md_code_block(lines: list[str]) -> str:
-    body = "\n".join(lines)
+    body = "\n".join(" ".join(line.splitlines()) for line in lines)  # one report line, one block line
     fence = "```"
     while fence in body:  # a server that sends backticks must not close our block
         fence += "`"
@@ -154,7 +166,7 @@ def to_markdown(report: Report) -> str:
     for s in report.stages:
         out.append(
             f"| {MARKDOWN_ICONS[s.status]} | {md_cell(s.name)} | {s.status.value} | "
-            f"{format_duration(s.duration_ms)} | {md_cell(s.summary)} |"
+            f"{format_duration(s.duration_ms)} | {md_code_cell(s.summary)} |"
         )
     for s in report.stages:
         if s.status in (Status.FAILED, Status.WARNING):
@@ -163,12 +175,13 @@ def to_markdown(report: Report) -> str:
 
 
 def _markdown_problem(s: StageResult) -> list[str]:
-    out = [f"### {MARKDOWN_ICONS[s.status]} {s.name}: {s.status.value}", "", md_inline(s.summary), ""]
+    # Summaries and causes quote the server: code spans. The fix is our own words (and the config's).
+    out = [f"### {MARKDOWN_ICONS[s.status]} {s.name}: {s.status.value}", "", md_code_span(s.summary), ""]
     for finding in s.findings:
         out += [
             f"**Finding:** {md_code_span(finding.code)}",
             "",
-            f"**Cause:** {md_inline(finding.cause)}",
+            f"**Cause:** {md_code_span(finding.cause)}",
             "",
             f"**Fix:** {md_inline(finding.fix)}",
             "",
@@ -176,7 +189,7 @@ def _markdown_problem(s: StageResult) -> list[str]:
     if s.facts:
         out.append("**Facts:**")
         out.append("")
-        out += [f"- {md_code_span(name)}: {md_inline(value)}" for name, value in _limited_facts(s)]
+        out += [f"- {md_code_span(name)}: {md_code_span(value)}" for name, value in _limited_facts(s)]
         out.append("")
     if s.transcript:
         out += ["**Transcript:**", "", md_code_block([format_transcript_line(t) for t in s.transcript])]
@@ -220,7 +233,7 @@ def render_summary(report: Report) -> Panel:
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column()
         for stage, name, value in facts:
-            grid.add_row(f"{stage}.{name}", Text(value))
+            grid.add_row(Text(f"{stage}.{name}"), Text(value))
         parts.append(grid)
     verdict_style = "green" if report.valid else "red"
     title = Text.assemble(

@@ -22,6 +22,7 @@ from diag.config import SmtpConfig
 from diag.findings import finding_for
 from diag.policy import EgressPolicy
 from diag.report import Event, Report, RunFinished, StageFinished, StageResult, StageStarted, Status
+from diag.server_text import ServerText
 from diag.stages import auth, config_check, connect, dns, ehlo, envelope, tls
 from diag.stages.base import Outcome, RunContext
 from diag.transcript import Transcript
@@ -65,7 +66,7 @@ async def run_events(
     ctx = RunContext(
         config=config, policy=policy or EgressPolicy.default(), run_id=run_id, admit_addresses=admit_addresses
     )
-    transcript = Transcript(ctx.started)
+    transcript = Transcript(ctx.started, server_text=ServerText.for_config(config))
     ctx.transcript = transcript
     budget = budget_for(config) if max_duration_s is None else min(budget_for(config), max_duration_s)
     deadline = ctx.started + budget

@@ -2,7 +2,9 @@
 
 Masking happens when a line is recorded, so no later sink can leak what was never stored: the AUTH
 command keeps only its mechanism, and every client line after it is masked until the server answers
-with something other than 334 (the challenge-response exchange is over).
+with something other than 334 (the challenge-response exchange is over). Every line, and above all what
+the server said, goes through the run's `ServerText` first: no control characters, no raw line breaks,
+no echo of the password.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from typing import Final
 
 from diag.config import MASK
 from diag.report import TranscriptLine
+from diag.server_text import ServerText
 
 MAX_LINE_CHARS: Final = 512
 MAX_LINES: Final = 400
 
 
 class Transcript:
-    def __init__(self, started: float | None = None) -> None:
+    def __init__(self, started: float | None = None, server_text: ServerText | None = None) -> None:
         self._started = time.monotonic() if started is None else started
+        self.server_text = server_text if server_text is not None else ServerText()
         self._lines: list[TranscriptLine] = []
         self._in_auth = False
         self.dropped = 0
@@ -43,7 +47,7 @@ class Transcript:
     def server(self, code: int, message: str) -> None:
         if self._in_auth and code != 334:
             self._in_auth = False
-        lines = message.splitlines() or [""]
+        lines = self.server_text.lines(message)
         for i, text in enumerate(lines):
             sep = " " if i == len(lines) - 1 else "-"
             self._add("S", f"{code}{sep}{text}")
@@ -59,6 +63,7 @@ class Transcript:
         if len(self._lines) >= MAX_LINES:
             self.dropped += 1
             return
+        text = self.server_text.line(text)
         if len(text) > MAX_LINE_CHARS:
             text = f"{text[:MAX_LINE_CHARS]}… ({len(text)} characters)"
         t_ms = (time.monotonic() - self._started) * 1000.0

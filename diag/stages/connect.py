@@ -17,6 +17,7 @@ from diag import certs
 from diag.config import TlsMode
 from diag.probe import Probe, ProbeError, handshake_failure, open_socket
 from diag.report import Status
+from diag.server_text import decode_bytes
 from diag.stages.base import Outcome, RunContext
 
 # Ordered by how much each tells a person: a timeout (firewall) is more telling than a refusal elsewhere.
@@ -249,7 +250,8 @@ async def _sniff(ctx: RunContext, address: str) -> str | None:
         data = b""
     finally:
         writer.close()
-    text = data.decode("utf-8", "replace")
+    # The transcript would clean it too; the banner name quotes it, so it is cleaned before anything reads it.
+    text = ctx.transcript.server_text.reply(decode_bytes(data))
     if text.strip():
         ctx.transcript.server_raw(text.splitlines()[0])
     return _known_banner(text)
