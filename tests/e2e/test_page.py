@@ -151,3 +151,15 @@ def test_share_link_markdown_and_keyboard(page: Page) -> None:
     page.focus("#from_email")
     page.keyboard.press("Enter")
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
+
+
+def test_sending_is_off_and_the_page_says_how_an_operator_turns_it_on(page: Page) -> None:
+    """The service is no mail relay by default: the checkbox cannot be ticked, and the page says why and how."""
+    page.goto("/")
+    page.locator("#advanced").evaluate("el => el.open = true")
+    checkbox = page.locator("#send_test_message")
+    expect(checkbox).to_be_disabled()
+    hint = page.locator("#send_test_message-hint")
+    expect(hint).to_be_visible()
+    expect(hint).to_contain_text("DIAG_ALLOW_SEND=1")
+    expect(hint).to_contain_text("send mail through your SMTP servers")
