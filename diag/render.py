@@ -161,7 +161,8 @@ def to_markdown(report: Report) -> str:
     for name, value in report.config.items():
         if name == "password":  # public_dict never has it; a hand-made dict must not leak it either
             continue
-        out.append(f"| {md_cell(name)} | {md_cell(format_fact(value))} |")
+        # Values are what someone typed (a From of "![x](https://...)" is well-formed JSON): code spans too.
+        out.append(f"| {md_cell(name)} | {md_code_cell(format_fact(value))} |")
     out += ["", "### Stages", "", "| | Stage | Status | Time | Summary |", "|---|---|---|---|---|"]
     for s in report.stages:
         out.append(

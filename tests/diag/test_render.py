@@ -105,7 +105,7 @@ def test_markdown_config_shows_password_set_never_password() -> None:
     config = dict(report.config, password="pw-should-not-show", password_set=True)
     md = to_markdown(Report(report.id, report.started_at, report.duration_ms, config, report.stages))
     assert "pw-should-not-show" not in md
-    assert "| password_set | yes |" in md
+    assert "| password_set | `yes` |" in md
 
 
 def test_markdown_stage_table_renders_one_row_per_stage_with_pipes_escaped() -> None:
@@ -260,3 +260,16 @@ def test_additional_findings_are_shown_in_markdown_and_terminal() -> None:
     assert Report.from_dict(json.loads(to_json(report))).stages[0].additional_findings == (
         config_stage.additional_findings
     )
+
+
+def test_configuration_values_cannot_write_markdown_into_the_ticket() -> None:
+    """A From or host someone typed is well-formed JSON whatever it holds: shown literally, never as markup."""
+    from diag.config import SmtpConfig
+    from diag.report import Report
+
+    config = SmtpConfig("smtp.example.com", 587, "![t](https://evil.example/x.png)", username="# Heading | x")
+    report = Report(id="r", started_at="2025-01-01T00:00:00.000Z", duration_ms=1.0, config=config.public_dict(),
+                    stages=())
+    text = to_markdown(report)
+    assert "| from_email | `![t](https://evil.example/x.png)` |" in text
+    assert "| username | `# Heading \\| x` |" in text
