@@ -264,9 +264,6 @@ def test_additional_findings_are_shown_in_markdown_and_terminal() -> None:
 
 def test_configuration_values_cannot_write_markdown_into_the_ticket() -> None:
     """A From or host someone typed is well-formed JSON whatever it holds: shown literally, never as markup."""
-    from diag.config import SmtpConfig
-    from diag.report import Report
-
     config = SmtpConfig("smtp.example.com", 587, "![t](https://evil.example/x.png)", username="# Heading | x")
     report = Report(id="r", started_at="2025-01-01T00:00:00.000Z", duration_ms=1.0, config=config.public_dict(),
                     stages=())
