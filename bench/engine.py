@@ -22,9 +22,10 @@ from pathlib import Path
 
 import aiosmtplib
 
-from diag.config import Secret, SmtpConfig
+from diag.config import SmtpConfig
 from diag.logging import configure_logging
 from diag.runner import run
+from diag.secret import Secret
 from fake_smtp import FakeSMTP
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "40"))

@@ -63,8 +63,9 @@ async def serve_child() -> None:
     import uvicorn
 
     from diag.service.app import create_app
-    from diag.service.serve import bind_socket, configure_service_logging
-    from diag.settings import Settings
+    from diag.service.logs import configure_service_logging
+    from diag.service.serve import bind_socket
+    from diag.service.settings import Settings
 
     settings = Settings.from_env()
     configure_service_logging(settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115 - process lifetime
@@ -218,7 +219,8 @@ def describe(label: str, result: dict[str, Any], count: int) -> float:
 
 
 def api_figures() -> None:
-    from diag.config import Secret, SmtpConfig, TlsMode
+    from diag.config import SmtpConfig, TlsMode
+    from diag.secret import Secret
     from fake_smtp import FakeSMTP
 
     options: dict[str, Any] = {"max_messages": 10}

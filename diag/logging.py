@@ -17,7 +17,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from diag.config import MASK, Secret
+from diag.secret import MASK, Secret
 
 SENSITIVE_KEY: Final = re.compile(r"^pass$|pass(word|wd)|secret|token|authorization|api_?key|cookie", re.I)
 # "AUTH PLAIN <payload>" anywhere in a string; the mechanism stays, the payload goes.

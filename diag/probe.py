@@ -22,7 +22,7 @@ import socket
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
@@ -225,6 +225,18 @@ class Probe:
     @property
     def auth_mechanisms(self) -> list[str]:
         return [self.text.line(m).upper() for m in self.smtp.server_auth_methods]
+
+    def capability_facts(self, prefix: str = "") -> dict[str, Any]:
+        """The EHLO capabilities as flat facts; `prefix` tells the EHLO before STARTTLS from the one after."""
+        ext = self.extensions
+        facts: dict[str, Any] = {
+            f"{prefix}capabilities": sorted(k.upper() for k in ext),
+            f"{prefix}starttls_offered": "starttls" in ext,
+            f"{prefix}auth_mechanisms": self.auth_mechanisms,
+        }
+        if ext.get("size", "").strip().isdigit():
+            facts[f"{prefix}size_limit"] = int(ext["size"].strip())
+        return facts
 
     async def ehlo(self) -> Reply:
         return await self._call(f"EHLO {helo_name_of(self.smtp)}", self.smtp.ehlo())

@@ -25,7 +25,8 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from diag.config import MASK, SmtpConfig
+from diag.config import SmtpConfig
+from diag.secret import MASK
 
 MAX_LINE_CHARS: Final = 1000  # RFC 5321 allows 512 per reply line; room for certificate names
 MAX_LINES: Final = 100  # an EHLO reply has ~15

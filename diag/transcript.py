@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from diag.config import MASK
 from diag.report import TranscriptLine
+from diag.secret import MASK
 from diag.server_text import ServerText
 
 MAX_LINE_CHARS: Final = 512

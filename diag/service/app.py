@@ -22,11 +22,12 @@ from starlette.routing import Route
 
 from diag.service import api, page
 from diag.service.hosts import HostAllowList, default_allowed_hosts
+from diag.service.logs import configure_service_logging
 from diag.service.middleware import AllowedHostsMiddleware, BearerTokenMiddleware, RequestContextMiddleware
 from diag.service.openapi import openapi_document
+from diag.service.settings import Settings
 from diag.service.state import Services
-from diag.settings import Settings
-from diag.store import ReportStore, SqliteReportStore
+from diag.service.store import ReportStore, SqliteReportStore
 
 log = structlog.get_logger("diag.service")
 MB = 1024 * 1024
@@ -108,8 +109,6 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 
 def app_from_env() -> Starlette:
-    from diag.service.serve import configure_service_logging
-
     settings = Settings.from_env()
     configure_service_logging(settings.log_level)
     return create_app(settings)

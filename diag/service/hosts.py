@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable
 from typing import Final
 
-from diag.settings import is_loopback_host, normalize_host_name
+from diag.service.settings import is_loopback_host, normalize_host_name
 
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 _PORT: Final = re.compile(r"^[0-9]{1,5}$")

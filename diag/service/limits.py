@@ -17,7 +17,7 @@ from ipaddress import IPv6Address, ip_address, ip_network
 from typing import Final
 
 from diag.policy import parse_ip_literal
-from diag.settings import Rate
+from diag.service.settings import Rate
 
 DEFAULT_MAX_KEYS: Final = 10_000
 

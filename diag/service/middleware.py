@@ -13,7 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from diag.service.hosts import HostAllowList
-from diag.settings import ApiToken
+from diag.service.settings import ApiToken
 
 log = structlog.get_logger("diag.service")
 

@@ -17,8 +17,8 @@ from typing import Any, Final, TextIO
 import uvicorn
 
 from diag.service.connections import ConnectionGuard, guarded_protocol
-from diag.service.log_limits import limit_accept_errors
-from diag.settings import Settings, SettingsError, is_loopback_host
+from diag.service.logs import configure_service_logging
+from diag.service.settings import Settings, SettingsError, is_loopback_host
 
 # The listen backlog, and so (asyncio accepts up to this many per wake-up, before any is admitted or refused)
 # how many descriptors a burst of connections can take beyond the connection cap.
@@ -26,12 +26,6 @@ ACCEPT_BACKLOG: Final = 128
 # A complete request head (request line and headers) larger than this is refused with a 400.
 MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
 
-
-def configure_service_logging(level: str, stream: TextIO | None = None) -> None:
-    from diag.logging import configure_logging
-
-    configure_logging(json=True, level=level, stream=stream)
-    limit_accept_errors()
 
 
 def url_for(host: str, port: int) -> str:
@@ -143,8 +137,12 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
     with ExitStack() as stack:
         presets: list[dict[str, Any]] = []
         if demo:
-            from diag.service.demo import DemoServers
-
+            try:  # the demo servers are the bundled fake server: an extra, not a dependency of the product
+                from diag.service.demo import DemoServers
+            except ImportError:
+                print("smtp-diag: --demo needs the demo extra (the bundled fake SMTP server): "
+                      "pip install 'smtp-diag[demo]'", file=err)
+                return 2
             servers = stack.enter_context(DemoServers())
             presets = servers.presets
             settings = with_demo_ports(settings, servers.ports)

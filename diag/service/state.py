@@ -7,8 +7,8 @@ from typing import Any
 
 from diag.policy import EgressPolicy
 from diag.service.limits import RateLimiter, RunGate
-from diag.settings import Settings
-from diag.store import ReportStore
+from diag.service.settings import Settings
+from diag.service.store import ReportStore
 
 
 @dataclass(slots=True)

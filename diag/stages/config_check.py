@@ -12,8 +12,9 @@ import re
 from typing import Any, Final
 
 from diag.certs import ca_bundle_problem
-from diag.config import FORBIDDEN_CHARACTERS, HELO_NAME, Secret, SmtpConfig, TlsMode
+from diag.config import FORBIDDEN_CHARACTERS, HELO_NAME, SmtpConfig, TlsMode
 from diag.report import Status
+from diag.secret import Secret
 from diag.stages.base import Outcome, RunContext
 
 HOST_LABEL: Final = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")

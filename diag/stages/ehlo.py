@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from diag.probe import Probe, ProbeError
+from diag.probe import ProbeError
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
 
 INTERESTING: tuple[str, ...] = ("starttls", "auth", "size", "8bitmime", "smtputf8", "pipelining", "chunking")
-
-
-def capability_facts(probe: Probe, prefix: str = "") -> dict[str, Any]:
-    """The capabilities as flat facts; `prefix` tells the EHLO before STARTTLS from the one after it."""
-    ext = probe.extensions
-    facts: dict[str, Any] = {
-        f"{prefix}capabilities": sorted(k.upper() for k in ext),
-        f"{prefix}starttls_offered": "starttls" in ext,
-        f"{prefix}auth_mechanisms": probe.auth_mechanisms,
-    }
-    if ext.get("size", "").strip().isdigit():
-        facts[f"{prefix}size_limit"] = int(ext["size"].strip())
-    return facts
 
 
 async def check(ctx: RunContext) -> Outcome:
@@ -55,7 +40,7 @@ async def check(ctx: RunContext) -> Outcome:
             reply_code=reply.code,
             server_text=reply.text,
         )
-    facts = capability_facts(probe)
+    facts = probe.capability_facts()
     facts["esmtp"] = esmtp
     facts["server_name"] = reply.text.splitlines()[0].split(" ", 1)[0] if reply.text else ""
     if not esmtp:

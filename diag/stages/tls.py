@@ -15,7 +15,6 @@ from diag.config import TlsMode
 from diag.probe import Probe, ProbeError, handshake_failure
 from diag.report import Status
 from diag.stages.base import Outcome, RunContext
-from diag.stages.ehlo import capability_facts
 
 OLD_PROTOCOLS = frozenset({"SSLv3", "TLSv1", "TLSv1.1"})
 
@@ -126,7 +125,7 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
                 {f"certificate_{k}": v for k, v in certs.describe_certificate(der, config.host).items()}
             )
     if how == "STARTTLS":
-        facts.update(capability_facts(probe, prefix="after_tls_"))
+        facts.update(probe.capability_facts(prefix="after_tls_"))
     error = probe.verify_error
     facts["verified"] = error is None
     if error is not None:

@@ -22,8 +22,9 @@ from typing import Any, Self
 
 import pytest
 
-from diag.config import Secret, SmtpConfig, TlsMode
+from diag.config import SmtpConfig, TlsMode
 from diag.report import Report, StageResult, Status
+from diag.secret import Secret
 from fake_smtp import FakeSMTP
 from tests import certs
 

@@ -408,3 +408,22 @@ def test_untrusted_certificate_fails_and_skip_verify_turns_it_into_a_warning(sta
     tls = Report.from_dict(json.loads(lenient.stdout)).stage("tls")
     assert tls.status.value == "warning"
     assert_no_leak(strict.stdout, strict.stderr, lenient.stdout, lenient.stderr)
+
+
+def test_the_product_runs_without_the_demo_extra() -> None:
+    """aiosmtpd is the demo extra's, not the product's: with it missing (simulated by blocking its import in
+    a fresh interpreter; uninstalling it from the shared venv is not an option in a test), the engine, the
+    service and the CLI import, and `serve --demo` says what to install (exit 2) instead of a traceback."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['aiosmtpd'] = None\n"
+        "import diag.runner, diag.service.app, diag.cli\n"
+        "sys.exit(diag.cli.main(['serve', '--demo', '--port', '1']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'smtp-diag[demo]'" in done.stderr
+    assert "Traceback" not in done.stderr

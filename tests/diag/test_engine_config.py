@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from diag.config import Secret, SmtpConfig, TlsMode
+from diag.config import SmtpConfig, TlsMode
 from diag.policy import EgressPolicy
 from diag.report import Status
 from diag.runner import run
+from diag.secret import Secret
 from fake_smtp import FakeSMTP
 from tests.diag.conftest import (
     FROM,
@@ -256,8 +257,9 @@ async def test_dns_policy_denied_makes_no_connection(
 
 async def test_a_config_built_by_hand_with_plain_values_runs() -> None:
     """The README's Python use: SmtpConfig(..., tls_mode="none", password="...") must not crash a stage."""
-    from diag.config import Secret, SmtpConfig, TlsMode
+    from diag.config import SmtpConfig, TlsMode
     from diag.runner import run
+    from diag.secret import Secret
 
     config = SmtpConfig("127.0.0.1", 1, "a@example.com", username="u", password="pw",  # type: ignore[arg-type]
                         tls_mode="none", dns_servers=["192.0.2.53"], timeout_s=2)  # type: ignore[arg-type]

@@ -10,9 +10,10 @@ from typing import get_args
 import pytest
 
 from diag import certs
-from diag.config import Secret, SmtpConfig
+from diag.config import SmtpConfig
 from diag.findings import GENERIC_KINDS, ROWS, TABLE, Context, Row, finding_for, known_codes
 from diag.report import STAGE_NAMES
+from diag.secret import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES_DIR = ROOT / "diag" / "stages"

@@ -11,8 +11,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from diag.config import MASK, Secret
 from diag.logging import configure_logging, redact, redact_text
+from diag.secret import MASK, Secret
 
 PASSWORD = "pw-7b21d4-Planted"
 PLAIN_PAYLOAD = base64.b64encode(f"\0user\0{PASSWORD}".encode()).decode()

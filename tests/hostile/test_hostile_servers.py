@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from diag.config import Secret, SmtpConfig, TlsMode
+from diag.config import SmtpConfig, TlsMode
 from diag.report import Report, Status
 from diag.runner import budget_for, run
+from diag.secret import Secret
 from fake_smtp import FakeSMTP
 from tests.hostile import peer as hostile
 

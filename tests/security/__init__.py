@@ -19,7 +19,7 @@ import structlog
 from starlette.applications import Starlette
 
 from diag.service.hosts import LOOPBACK_HOSTS
-from diag.settings import Rate, Settings
+from diag.service.settings import Rate, Settings
 from diag.stages import dns as dns_stage
 from tests.dns_responder import DnsResponder
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from diag.config import Secret, SmtpConfig, TlsMode
+from diag.config import SmtpConfig, TlsMode
 from diag.report import Status
 from diag.runner import run
+from diag.secret import Secret
 from diag.service.app import create_app
 from fake_smtp import FakeSMTP
 from tests.security import FROM, Api, loopback_dns, loopback_settings, smtp_connections

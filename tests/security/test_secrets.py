@@ -20,9 +20,10 @@ import pytest
 import structlog
 
 from diag import runner
-from diag.config import Secret, SmtpConfig, TlsMode
+from diag.config import SmtpConfig, TlsMode
+from diag.secret import Secret
 from diag.service.app import create_app
-from diag.settings import ApiToken
+from diag.service.settings import ApiToken
 from diag.stages.base import Outcome, RunContext
 from fake_smtp import FakeSMTP
 from tests.security import FROM, Api, loopback_dns, loopback_settings

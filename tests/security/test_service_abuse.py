@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from diag.service.app import create_app
-from diag.settings import Rate, Settings
+from diag.service.settings import Rate, Settings
 from fake_smtp import FakeSMTP
 from tests.hostile.peer import HostilePeer, Reader, Writer, ehlo_then, hold, send
 from tests.service.helpers import api_client, config_for, make_settings, uvicorn_in_thread

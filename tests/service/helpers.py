@@ -16,7 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from diag.service.hosts import LOOPBACK_HOSTS
-from diag.settings import Rate, Settings
+from diag.service.settings import Rate, Settings
 
 GENEROUS = Rate(10_000, 60.0)
 

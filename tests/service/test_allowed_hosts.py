@@ -10,7 +10,7 @@ import pytest
 
 from diag.service.app import create_app
 from diag.service.hosts import HostAllowList, default_allowed_hosts, host_name_of
-from diag.settings import Settings, SettingsError
+from diag.service.settings import Settings, SettingsError
 from tests.service.helpers import config_for, make_settings, uvicorn_in_thread
 
 REBOUND = "evil.example"

@@ -11,7 +11,7 @@ import pytest
 
 from diag.config import TEXT_FIELDS
 from diag.service.app import create_app
-from diag.settings import ApiToken, Rate
+from diag.service.settings import ApiToken, Rate
 from fake_smtp import FakeSMTP
 from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, parse_sse, wait_for
 

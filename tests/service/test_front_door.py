@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from diag.service.log_limits import ACCEPT_ERROR, OncePerInterval
+from diag.service.logs import ACCEPT_ERROR, OncePerInterval
 from tests.service.helpers import config_for
 
 HALF_A_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "

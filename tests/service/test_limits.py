@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from diag.service.limits import RateLimiter, RunGate, address_key, retry_after_header, target_host_key
-from diag.settings import Rate
+from diag.service.settings import Rate
 
 
 class Clock:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from diag.service.app import create_app
-from diag.settings import ApiToken
+from diag.service.settings import ApiToken
 from fake_smtp import FakeSMTP
 from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, uvicorn_in_thread, wait_for
 

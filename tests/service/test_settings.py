@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from diag.service.serve import exposure_warning
-from diag.settings import DEFAULT_ALLOWED_PORTS, Rate, Settings, SettingsError, is_loopback_host
+from diag.service.settings import DEFAULT_ALLOWED_PORTS, Rate, Settings, SettingsError, is_loopback_host
 
 TOKEN = "tok-PLANTED-0123456789abcdef"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from diag.report import Finding, Report, StageResult, Status, TranscriptLine
 from diag.service.app import create_app
-from diag.store import SqliteReportStore
-from diag.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES
+from diag.service.store import SqliteReportStore
+from diag.service.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES
 from tests.service.helpers import make_settings
 
 

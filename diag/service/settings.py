@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
 
-from diag.config import DEFAULT_HELO_NAME, HELO_NAME, Secret
+from diag.config import DEFAULT_HELO_NAME, HELO_NAME
+from diag.secret import Secret
 
 DEFAULT_DB_PATH: Final = Path("var/smtp-diag.sqlite3")
 DEFAULT_ALLOWED_PORTS: Final = frozenset({25, 465, 587, 2525})

@@ -4,7 +4,7 @@ The store keeps `Report.to_dict()` as JSON plus the columns a list needs (host, 
 Reports never hold a password (the config has `password_set` only), so nothing secret reaches the file.
 
 Two bounds keep the file from growing without limit: each stored report keeps at most `max_transcript_bytes`
-of transcript (diag.stored_transcript says which lines and notes the cut), and when the bodies of all
+of transcript (diag.service.stored_transcript says which lines and notes the cut), and when the bodies of all
 reports exceed `max_bytes`, the oldest reports are deleted until they fit again. The total is kept by
 triggers in a one-row table, so checking it after a save costs one lookup, whichever worker wrote what.
 
@@ -26,14 +26,14 @@ from typing import Any, Final, Protocol
 import structlog
 
 from diag.report import Report
-from diag.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES, bound_transcripts
+from diag.service.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES, bound_transcripts
 
 BUSY_TIMEOUT_MS: Final = 5000
 PURGE_INTERVAL_S: Final = 3600.0
 MAX_LIST_LIMIT: Final = 500
 DEFAULT_MAX_BYTES: Final = 512 * 1024 * 1024
 
-log = structlog.get_logger("diag.store")
+log = structlog.get_logger("diag.service.store")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS reports (

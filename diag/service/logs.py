@@ -1,4 +1,5 @@
-"""Log lines that must not flood: one per interval gets through, the rest are counted.
+"""The service's logs: JSON lines through diag.logging, and lines that must not flood (one per interval
+gets through, the rest are counted).
 
 asyncio logs "socket.accept() out of system resource" for every failed accept when the process runs out of
 file descriptors, and Python 3.11 keeps calling accept() after the first failure (up to the listen backlog
@@ -11,7 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TextIO
+
+from diag.logging import configure_logging
 
 ACCEPT_ERROR: Final = "socket.accept() out of system resource"
 
@@ -50,3 +53,9 @@ ACCEPT_ERRORS: Final = OncePerInterval(ACCEPT_ERROR, interval_s=10.0)
 def limit_accept_errors() -> None:
     """Idempotent: a filter object is added to a logger once."""
     logging.getLogger("asyncio").addFilter(ACCEPT_ERRORS)
+
+
+def configure_service_logging(level: str, stream: TextIO | None = None) -> None:
+    """What `serve`, `uvicorn --factory` and the benchmarks log through: JSON lines, accept errors bounded."""
+    configure_logging(json=True, level=level, stream=stream)
+    limit_accept_errors()
