@@ -22,6 +22,7 @@ from diag.config import MAX_CA_BUNDLE_LENGTH, ConfigError, SmtpConfig, TlsMode, 
 EXIT_VALID: Final = 0
 EXIT_INVALID: Final = 1
 EXIT_USAGE: Final = 2
+LISTEN_PORT_HELP: Final = "port to listen on, 0 for any free one (default: DIAG_PORT or 8025)"
 EXIT_INTERRUPTED: Final = 130
 PROG: Final = "smtp-diag"
 
@@ -112,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the web service", description="Run the web service.")
     serve.add_argument("--host", default=None, help="address to listen on (default: DIAG_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: DIAG_PORT or 8025)")
+    serve.add_argument("--port", type=int, default=None, help=LISTEN_PORT_HELP)
     serve.add_argument("--demo", action="store_true", help="also start bundled fake SMTP servers to try")
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="alias of 'serve --demo'", description="Alias of 'serve --demo'.")
     demo.add_argument("--host", default=None, help="address to listen on (default: DIAG_HOST or 127.0.0.1)")
-    demo.add_argument("--port", type=int, default=None, help="port to listen on (default: DIAG_PORT or 8025)")
+    demo.add_argument("--port", type=int, default=None, help=LISTEN_PORT_HELP)
     demo.set_defaults(handler=_serve, demo=True)
 
     return parser  # subparsers are _Parser too (argparse uses the parent's class): one-line errors
@@ -237,8 +238,8 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
 
 
 def _serve(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
-    if args.port is not None and not 1 <= args.port <= 65535:
-        raise UsageError("--port: must be a whole number from 1 to 65535")
+    if args.port is not None and not 0 <= args.port <= 65535:  # 0: any free port (printed), as DIAG_PORT=0
+        raise UsageError("--port: must be a whole number from 0 to 65535 (0: any free port)")
     try:  # the service is built separately and imported only when asked for
         serve_module = importlib.import_module("diag.service.serve")
     except ImportError as exc:

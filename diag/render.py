@@ -107,6 +107,12 @@ def to_json(report: Report) -> str:
 # --- Markdown -----------------------------------------------------------------------------------------------
 
 
+def dropped_note(report: Report) -> str:
+    """What a reader must know when the transcript is not whole ("" when it is)."""
+    n = report.transcript_lines_dropped
+    return f" The transcript was full: {n} later line{'s' if n != 1 else ''} not recorded." if n else ""
+
+
 def md_cell(text: str) -> str:
     """Make text safe inside a table cell: one line, pipes escaped, no raw HTML."""
     return md_inline(" ".join(text.split())).replace("|", "\\|")
@@ -151,7 +157,7 @@ def to_markdown(report: Report) -> str:
         f"## {icon} SMTP check: **{report.verdict.upper()}** for {md_code_span(f'{host}:{port}')}",
         "",
         f"Run {md_code_span(report.id)} started {report.started_at}, "
-        f"took {format_duration(report.duration_ms)}.",
+        f"took {format_duration(report.duration_ms)}.{dropped_note(report)}",
         "",
         "### Configuration",
         "",
@@ -236,6 +242,8 @@ def render_summary(report: Report) -> Panel:
         for stage, name, value in facts:
             grid.add_row(Text(f"{stage}.{name}"), Text(value))
         parts.append(grid)
+    if report.transcript_lines_dropped:
+        parts += [Text(""), Text(dropped_note(report).strip(), style="dim")]
     verdict_style = "green" if report.valid else "red"
     title = Text.assemble(
         ("Verdict: ", "bold"),

@@ -99,6 +99,8 @@ class Report:
     duration_ms: float
     config: dict[str, Any]  # SmtpConfig.public_dict(): never the password
     stages: tuple[StageResult, ...]
+    # Transcript lines not recorded once the run's transcript was full (diag.transcript.MAX_LINES).
+    transcript_lines_dropped: int = 0
 
     @property
     def verdict(self) -> str:
@@ -130,6 +132,7 @@ class Report:
             "duration_ms": round(self.duration_ms, 1),
             "config": self.config,
             "stages": [s.to_dict() for s in self.stages],
+            "transcript_lines_dropped": self.transcript_lines_dropped,
         }
 
     @classmethod
@@ -140,6 +143,7 @@ class Report:
             duration_ms=float(data["duration_ms"]),
             config=dict(data["config"]),
             stages=tuple(StageResult.from_dict(s) for s in data["stages"]),
+            transcript_lines_dropped=int(data.get("transcript_lines_dropped", 0)),  # absent in older reports
         )
 
 

@@ -102,6 +102,7 @@ async def run_events(
         duration_ms=ctx.elapsed_ms(),
         config=config.public_dict(),
         stages=tuple(results[name] for name, _, _ in STAGES),
+        transcript_lines_dropped=transcript.dropped,
     )
     failure = report.first_failure
     bound.info(

@@ -63,6 +63,10 @@ class Transcript:
         if len(self._lines) >= MAX_LINES:
             self.dropped += 1
             return
+        if len(self._lines) == MAX_LINES - 1:
+            # The last place says so, where it happened; the report carries the count (runner).
+            direction, text = "*", f"the transcript is full ({MAX_LINES} lines): later lines are not recorded"
+            self.dropped += 1
         text = self.server_text.line(text)
         if len(text) > MAX_LINE_CHARS:
             text = f"{text[:MAX_LINE_CHARS]}… ({len(text)} characters)"

@@ -140,6 +140,11 @@ REPORT: Final = {
         "duration_ms": {"type": "number"},
         "config": {"type": "object", "description": "The config as given, with password_set instead of it."},
         "stages": {"type": "array", "items": {"$ref": "#/components/schemas/StageResult"}},
+        "transcript_lines_dropped": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Transcript lines not recorded because the run's transcript was full (400 lines).",
+        },
     },
 }
 SUMMARY: Final = {

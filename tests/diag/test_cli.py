@@ -113,7 +113,8 @@ BASE = ["check", "--host", "smtp.example.com", "--port", "587", "--from-email", 
         ([*BASE, "--bogus"], "--bogus"),
         (["frobnicate"], "frobnicate"),
         ([], "{check,serve,demo}"),
-        (["serve", "--port", "0"], "--port"),
+        (["serve", "--port", "-1"], "--port"),
+        (["serve", "--port", "65536"], "--port"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_per_problem_naming_the_flag(argv: list[str], flag: str) -> None:
@@ -206,8 +207,9 @@ def test_serve_and_demo_call_the_service_with_their_arguments(
     assert run_main(["serve"])[0] == 0
     assert run_main(["serve", "--host", "::1", "--port", "9000", "--demo"])[0] == 0
     assert run_main(["demo", "--port", "9001"])[0] == 0
+    assert run_main(["serve", "--port", "0"])[0] == 0  # any free port, as DIAG_PORT=0 allows: the URL printed is real
     # Flags not given are None, so the service's DIAG_HOST / DIAG_PORT settings (default 127.0.0.1:8025) apply.
-    assert service_module == [(None, None, False), ("::1", 9000, True), (None, 9001, True)]
+    assert service_module == [(None, None, False), ("::1", 9000, True), (None, 9001, True), (None, 0, False)]
 
 
 def test_serve_without_the_service_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from structlog.testing import capture_logs
 
 import diag.probe
 import diag.runner
-from diag.config import SmtpConfig
+from diag.config import SmtpConfig, parse_config
 from diag.probe import ProbeError
+from diag.render import render_summary, to_markdown
 from diag.report import Report, RunFinished, StageFinished, StageStarted, Status
 from diag.runner import run, run_events
 from diag.stages.base import Outcome, RunContext
+from diag.transcript import MAX_LINES
 from fake_smtp import FakeSMTP, parse_fault
 from tests import certs
 from tests.diag.conftest import (
@@ -36,6 +39,7 @@ from tests.diag.conftest import (
     config_for,
     tls_server,
 )
+from tests.hostile.peer import HostilePeer, Reader, Writer, send
 
 Session = Callable[..., tuple[FakeSMTP, SmtpConfig]]
 
@@ -269,3 +273,33 @@ async def test_a_planted_password_never_leaks(
     for where, text in outputs.items():
         for form in forms:
             assert form not in text, f"{form!r} leaked into {where}"
+
+
+async def test_a_full_transcript_says_so_and_the_report_counts_what_was_dropped() -> None:
+    """A server whose every reply runs to 150 lines (each reply is cut at 100) fills the transcript (400
+    lines): the last recorded line says it is full, and every sink can say how many were not recorded."""
+
+    def long_reply(code: bytes) -> bytes:
+        return b"".join(code + b"-line " + str(n).encode() + b"\r\n" for n in range(149)) + code + b" ok\r\n"
+
+    async def chatty(reader: Reader, writer: Writer) -> None:
+        await send(writer, long_reply(b"220"))
+        while line := await reader.readline():
+            if line.upper().startswith(b"QUIT"):
+                await send(writer, b"221 bye\r\n")
+                return
+            await send(writer, long_reply(b"250"))
+
+    async with HostilePeer(chatty) as peer:
+        report = await run(parse_config({"host": "127.0.0.1", "port": peer.port, "from_email": "a@example.com",
+                                         "recipient": "b@example.com", "tls_mode": "none", "timeout_s": 5}))
+    lines = [line for stage in report.stages for line in stage.transcript]
+    assert len(lines) == MAX_LINES
+    assert lines[-1].direction == "*" and "transcript is full" in lines[-1].text
+    assert report.transcript_lines_dropped > 0
+    assert Report.from_dict(report.to_dict()).transcript_lines_dropped == report.transcript_lines_dropped
+    note = f"{report.transcript_lines_dropped} later lines not recorded"
+    assert note in to_markdown(report)
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(render_summary(report))
+    assert note in console.export_text()
