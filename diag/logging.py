@@ -110,6 +110,54 @@ def _final_processors(*, json: bool, stream: TextIO) -> list[Processor]:
     ]
 
 
+class LibraryLogger:
+    """What diag's modules log through. structlog's defaults print every event to stdout, which a library
+    must not do to its user (the README's `run_sync` printed ten lines a run). Once structlog is configured
+    (the CLI and the service do it through `configure_logging`; an application may do it its own way),
+    events go through structlog; until then, to the stdlib logger of the same name, which says nothing
+    unless the application configures logging, as Python libraries do."""
+
+    __slots__ = ("_context", "_name")
+
+    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
+        self._name = name
+        self._context = context or {}
+
+    def bind(self, **values: Any) -> LibraryLogger:
+        return LibraryLogger(self._name, {**self._context, **values})
+
+    def debug(self, event: str, **values: Any) -> None:
+        self._log(logging.DEBUG, "debug", event, values)
+
+    def info(self, event: str, **values: Any) -> None:
+        self._log(logging.INFO, "info", event, values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        self._log(logging.WARNING, "warning", event, values)
+
+    def error(self, event: str, **values: Any) -> None:
+        self._log(logging.ERROR, "error", event, values)
+
+    def _log(self, level: int, method: str, event: str, values: dict[str, Any]) -> None:
+        merged = {**self._context, **values}
+        if structlog.is_configured():
+            getattr(structlog.get_logger(self._name), method)(event, **merged)
+            return
+        stdlib = logging.getLogger(self._name)
+        if stdlib.isEnabledFor(level):
+            pairs = " ".join(f"{key}={redact_value(value)!r}" for key, value in merged.items())
+            stdlib.log(level, "%s %s", event, pairs)
+
+
+def get_logger(name: str) -> LibraryLogger:
+    return LibraryLogger(name)
+
+
+# Python's convention for a library: no output unless the application configures logging (not even
+# warnings through logging's last-resort handler).
+logging.getLogger("diag").addHandler(logging.NullHandler())
+
+
 def configure_logging(*, json: bool, level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog and route stdlib logging through the same chain. Safe to call again."""
     out = stream if stream is not None else sys.stderr
@@ -150,4 +198,4 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-__all__ = ["configure_logging", "redact", "redact_exception", "redact_text"]
+__all__ = ["LibraryLogger", "configure_logging", "get_logger", "redact", "redact_exception", "redact_text"]

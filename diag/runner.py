@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-import structlog
-
 from diag.config import SmtpConfig
 from diag.findings import finding_for
+from diag.logging import LibraryLogger, get_logger
 from diag.policy import EgressPolicy
 from diag.report import Event, Report, RunFinished, StageFinished, StageResult, StageStarted, Status
 from diag.server_text import ServerText
@@ -27,7 +26,7 @@ from diag.stages import auth, config_check, connect, dns, ehlo, envelope, tls
 from diag.stages.base import Outcome, RunContext
 from diag.transcript import Transcript
 
-log = structlog.get_logger("diag.runner")
+log = get_logger("diag.runner")
 
 Check = Callable[[RunContext], Awaitable[Outcome]]
 
@@ -142,7 +141,7 @@ async def _run_stage(
     ctx: RunContext,
     transcript: Transcript,
     deadline: float,
-    log: structlog.typing.FilteringBoundLogger,
+    log: LibraryLogger,
 ) -> StageResult:
     mark = len(transcript)
     t0 = time.monotonic()

@@ -28,13 +28,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from diag.config import ConfigError, SmtpConfig, parse_config
+from diag.logging import get_logger
 from diag.policy import parse_ip_literal
 from diag.report import Report, RunFinished
 from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
 from diag.service.sse import EventStreamResponse
 from diag.service.state import Services
 
-log = structlog.get_logger("diag.service")
+log = get_logger("diag.service")
 
 REPORT_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 VERDICTS: Final = ("valid", "invalid")

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -20,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from diag.logging import get_logger
 from diag.service import api, page
 from diag.service.hosts import HostAllowList, default_allowed_hosts
 from diag.service.logs import configure_service_logging
@@ -29,7 +29,7 @@ from diag.service.settings import Settings
 from diag.service.state import Services
 from diag.service.store import ReportStore, SqliteReportStore
 
-log = structlog.get_logger("diag.service")
+log = get_logger("diag.service")
 MB = 1024 * 1024
 
 

@@ -12,10 +12,11 @@ import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from diag.logging import get_logger
 from diag.service.hosts import HostAllowList
 from diag.service.settings import ApiToken
 
-log = structlog.get_logger("diag.service")
+log = get_logger("diag.service")
 
 REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 SECURITY_HEADERS: Final = {

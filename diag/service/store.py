@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-import structlog
-
+from diag.logging import get_logger
 from diag.report import Report
 from diag.service.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES, bound_transcripts
 
@@ -33,7 +32,7 @@ PURGE_INTERVAL_S: Final = 3600.0
 MAX_LIST_LIMIT: Final = 500
 DEFAULT_MAX_BYTES: Final = 512 * 1024 * 1024
 
-log = structlog.get_logger("diag.service.store")
+log = get_logger("diag.service.store")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS reports (

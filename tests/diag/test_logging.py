@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import logging
+import subprocess
+import sys
 
 import pytest
 import structlog
@@ -188,3 +190,36 @@ def test_configuring_twice_does_not_duplicate_stdlib_lines() -> None:
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging(json=True, level="chatty", stream=io.StringIO())
+
+
+def _run_sync_in_a_fresh_interpreter(setup: str) -> subprocess.CompletedProcess[str]:
+    """The README's Python use, in a process of its own (structlog's configuration is process-wide)."""
+    code = (
+        f"{setup}\n"
+        "from diag.config import parse_config\n"
+        "from diag.runner import run_sync\n"
+        "report = run_sync(parse_config({'host': '127.0.0.1', 'port': 1, 'from_email': 'a@example.com',\n"
+        "                                'username': 'u', 'password': 'pw-PLANTED-in-a-library-run'}))\n"
+        "assert report.verdict == 'invalid'\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+
+
+def test_a_library_says_nothing_unless_its_user_configures_logging() -> None:
+    done = _run_sync_in_a_fresh_interpreter("")
+    assert done.stdout == "" and done.stderr == ""
+
+
+def test_a_user_who_configures_stdlib_logging_gets_the_runs_lines_redacted() -> None:
+    done = _run_sync_in_a_fresh_interpreter("import logging; logging.basicConfig(level=logging.INFO)")
+    assert done.stdout == ""
+    assert "run_finished" in done.stderr and "finding='connect.refused'" in done.stderr
+    assert "PLANTED" not in done.stderr
+
+
+def test_a_user_who_configures_structlog_gets_the_runs_events() -> None:
+    setup = ("import sys, structlog; structlog.configure(processors=[structlog.processors.JSONRenderer()], "
+             "logger_factory=structlog.PrintLoggerFactory(sys.stderr))")
+    done = _run_sync_in_a_fresh_interpreter(setup)
+    events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
+    assert "stage_finished" in events and events[-1] == "run_finished"
