@@ -12,9 +12,10 @@ server under many senders and garbage. Prints figures (not a test: nothing here 
    then BENCH_FAKE_GARBAGE (1000) sessions of random bytes, and a normal diagnosis still passes.
 
 The service's limits are raised for the load (DIAG_* variables of the child): rate limits per client and
-per target 1000000/min, DIAG_MAX_CONCURRENT_RUNS = concurrency + 56, the policy opened to 127.0.0.1 and
-the FakeSMTP's port only. BENCH_LOAD_TLS=1 makes every run do STARTTLS + AUTH (default: anonymous,
-plaintext, so the figures measure the service, not TLS handshakes on a 2-core machine).
+per target 1000000/min, DIAG_MAX_CONCURRENT_RUNS and DIAG_MAX_RUNS_PER_CLIENT = concurrency + 56 (one load
+client plays every user), the policy opened to 127.0.0.1 and the FakeSMTP's port only. BENCH_LOAD_TLS=1
+makes every run do STARTTLS + AUTH (default: anonymous, plaintext, so the figures measure the service, not
+TLS handshakes on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ def start_service(port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
         "DIAG_RATE_LIMIT_PER_CLIENT": "1000000/min",
         "DIAG_RATE_LIMIT_PER_TARGET": "1000000/min",
         "DIAG_MAX_CONCURRENT_RUNS": str(CONCURRENCY + 56),
+        "DIAG_MAX_RUNS_PER_CLIENT": str(CONCURRENCY + 56),  # one load client plays every user
+        "DIAG_MAX_CONNECTIONS": str(CONCURRENCY + 200),
         "DIAG_ALLOWED_PORTS": str(port),
         "DIAG_ALLOW_NETWORKS": "127.0.0.1/32",
         "DIAG_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
