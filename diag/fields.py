@@ -26,8 +26,6 @@ MAX_FIELD_LENGTH: Final = 1024
 MAX_CA_BUNDLE_LENGTH: Final = 256 * 1024
 # The same rule as FORBIDDEN_CHARACTERS, as a JSON schema (ECMA) pattern: no CR, LF or NUL anywhere.
 SAFE_TEXT: Final = "^[^\\r\\n\\u0000]*$"
-# Required text: blank counts as missing; a value of spaces only is reported by the config stage, not refused.
-SAFE_NON_BLANK_TEXT: Final = "^[^\\r\\n\\u0000]*[^\\s\\u0000][^\\r\\n\\u0000]*$"
 
 Bad = Callable[[str, str], None]  # (field name, message): one field error
 PageValue = Literal["text", "raw", "number", "integer", "flag"]
@@ -122,16 +120,14 @@ class Text(ValueType):
             "pattern": SAFE_TEXT,
         }
         if f.required:
+            # Blank counts as missing; a value of spaces only is reported by the config stage, not refused.
             schema["minLength"] = 1
-            schema["pattern"] = SAFE_NON_BLANK_TEXT
         if self.pattern is not None:
             schema["allOf"] = [{"pattern": self.pattern.pattern}]
         if self.secret:
             schema["writeOnly"] = True
         return schema
 
-    def input_attributes(self) -> dict[str, str]:
-        return {"maxlength": str(self.max_length)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +171,19 @@ class Pem(ValueType):
         }
 
 
+# 1-65535 as digits, surrounding spaces allowed (parse_config strips them): what Port() accepts as a string.
+PORT_STRING: Final = (
+    "^\\s*0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])\\s*$"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Port(ValueType):
-    """A TCP port; a string of digits counts (the CLI and HTML forms give strings)."""
+    """A TCP port; a string of digits counts (the CLI and HTML forms give strings). Only 1-65535: PORT_STRING
+    spells that range out for the JSON schema."""
 
-    minimum: int = 1
-    maximum: int = 65535
+    minimum: ClassVar[int] = 1
+    maximum: ClassVar[int] = 65535
 
     @property
     def message(self) -> str:
@@ -208,7 +211,7 @@ class Port(ValueType):
         return {
             "oneOf": [
                 {"type": "integer", "minimum": self.minimum, "maximum": self.maximum},
-                {"type": "string", "pattern": f"^[0-9]{{1,{len(str(self.maximum))}}}$"},
+                {"type": "string", "pattern": PORT_STRING},
             ],
         }
 
@@ -324,10 +327,13 @@ class Addresses(ValueType):
         return tuple(addresses)
 
     def json_schema(self, f: Field) -> dict[str, Any]:
+        address = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
         return {
-            "type": self.nullable("array", f),
-            "maxItems": self.max_items,
-            "items": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+            "anyOf": [
+                {"type": "array", "maxItems": self.max_items, "items": address},
+                address,  # one address alone counts as a list of one
+                *([] if f.required else [{"type": "null"}]),
+            ],
         }
 
     def argparse_options(self, f: Field) -> dict[str, Any]:

@@ -75,6 +75,19 @@ STAGE_RESULT: Final = {
         },
     },
 }
+STAGE_STARTED: Final = {
+    "type": "object",
+    "required": ["run_id", "name"],
+    "properties": {"run_id": {"type": "string"}, "name": {"type": "string", "enum": list(STAGE_NAMES)}},
+}
+STAGE_FINISHED: Final = {
+    "allOf": [
+        {"$ref": "#/components/schemas/StageResult"},
+        {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": "string"}}},
+    ]
+}
+# The event stream's events (diag/report.py's event types) and the schema of each one's data.
+EVENTS: Final = {"stage_started": "StageStarted", "stage_finished": "StageFinished", "run_finished": "Report"}
 REPORT: Final = {
     "type": "object",
     "required": ["id", "verdict", "started_at", "duration_ms", "config", "stages"],
@@ -166,7 +179,17 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                             "headers": {
                                 "Location": {"description": "The stored report.", "schema": {"type": "string"}}
                             },
-                            "content": {**_json("Report"), "text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {
+                                **_json("Report"),
+                                "text/event-stream": {
+                                    "schema": {"type": "string"},
+                                    # OpenAPI has no word for SSE frames: each event's data, by event name.
+                                    "x-events": {
+                                        name: {"$ref": f"#/components/schemas/{schema}"}
+                                        for name, schema in EVENTS.items()
+                                    },
+                                },
+                            },
                         },
                         "400": _error("The body is not a JSON object."),
                         "401": UNAUTHORIZED,
@@ -265,6 +288,8 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                 "SmtpConfig": CONFIG_SCHEMA,
                 "Report": REPORT,
                 "StageResult": STAGE_RESULT,
+                "StageStarted": STAGE_STARTED,
+                "StageFinished": STAGE_FINISHED,
                 "Finding": FINDING,
                 "ReportSummary": SUMMARY,
                 "Error": ERROR,
