@@ -17,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
-from diag.config import MAX_CA_BUNDLE_LENGTH, ConfigError, SmtpConfig, TlsMode, parse_config
+from diag import __version__
+from diag.config import CONFIG_FIELDS, ConfigError, SmtpConfig, parse_config
+from diag.fields import MAX_CA_BUNDLE_LENGTH, Field
 
 EXIT_VALID: Final = 0
 EXIT_INVALID: Final = 1
@@ -26,19 +28,13 @@ LISTEN_PORT_HELP: Final = "port to listen on, 0 for any free one (default: DIAG_
 EXIT_INTERRUPTED: Final = 130
 PROG: Final = "smtp-diag"
 
-FLAG_FOR_FIELD: Final = {
-    "host": "--host",
-    "port": "--port",
-    "from_email": "--from-email",
-    "username": "--username",
-    "insecure_skip_tls_verify": "--insecure-skip-tls-verify",
-    "tls_mode": "--tls-mode",
-    "ca_bundle": "--ca-file",
-    "timeout_s": "--timeout",
-    "dns_servers": "--dns-server",
-    "recipient": "--recipient",
-    "send_test_message": "--send",
-    "helo_name": "--helo-name",
+# The config's flags come from the field table (diag/config.py); argparse stores each under the field's name.
+FLAG_FOR_FIELD: Final = {f.name: f.cli.flag for f in CONFIG_FIELDS if f.cli is not None}
+ARGUMENT_GROUPS: Final = {
+    "server": "server",
+    "authentication": "authentication (the password never goes on the command line)",
+    "TLS": "TLS",
+    "envelope": "envelope",
 }
 
 
@@ -57,6 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Find out why an SMTP configuration fails, and how to fix it.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{check,serve,demo}")
 
     check = commands.add_parser(
@@ -64,45 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="diagnose one SMTP configuration",
         description="Run every stage against one SMTP configuration. Exit 0 valid, 1 invalid, 2 usage error.",
     )
-    target = check.add_argument_group("server")
-    target.add_argument("--host", required=True, help="SMTP server host name or IP address")
-    target.add_argument("--port", required=True, help="SMTP port (25, 465, 587, 2525...)")
-    target.add_argument("--from-email", required=True, help="the From address the application sends as")
-    target.add_argument("--helo-name", help="name to send in EHLO (default: localhost, as Go's net/smtp sends)")
-    target.add_argument(
-        "--dns-server", action="append", default=[], metavar="IP", help="resolver to ask (repeatable)"
-    )
-    target.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="per-step timeout in seconds (default: 10)"
-    )
-
-    auth = check.add_argument_group("authentication (the password never goes on the command line)")
-    auth.add_argument("--username", help="SMTP AUTH user name")
-    source = auth.add_mutually_exclusive_group()
+    groups = {key: check.add_argument_group(title) for key, title in ARGUMENT_GROUPS.items()}
+    for f in CONFIG_FIELDS:
+        if f.cli is not None:
+            _add_flag(groups[f.cli.group], f)
+    source = groups["authentication"].add_mutually_exclusive_group()
     source.add_argument(
         "--password-stdin", action="store_true", help="read the password from stdin (one line)"
     )
     source.add_argument(
         "--password-env", metavar="VAR", help="read the password from environment variable VAR"
     )
-
-    tls = check.add_argument_group("TLS")
-    tls.add_argument(
-        "--tls-mode",
-        default=TlsMode.AUTO.value,
-        metavar="{" + ",".join(m.value for m in TlsMode) + "}",
-        help="auto: implicit TLS on 465, STARTTLS elsewhere (default: auto)",
-    )
-    tls.add_argument("--ca-file", metavar="FILE", help="PEM CA bundle to trust instead of the system CAs")
-    tls.add_argument(
-        "--insecure-skip-tls-verify",
-        action="store_true",
-        help="do not fail on certificate problems (they are still checked and reported as warnings)",
-    )
-
-    envelope = check.add_argument_group("envelope")
-    envelope.add_argument("--recipient", metavar="R", help="test RCPT TO with this address")
-    envelope.add_argument("--send", action="store_true", help="also send a real test message to --recipient")
 
     output = check.add_argument_group("output")
     fmt = output.add_mutually_exclusive_group()
@@ -125,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # subparsers are _Parser too (argparse uses the parent's class): one-line errors
 
 
+def _add_flag(group: argparse._ArgumentGroup, f: Field) -> None:
+    assert f.cli is not None
+    options = f.value.argparse_options(f)
+    if f.cli.metavar is not None:
+        options["metavar"] = f.cli.metavar
+    group.add_argument(f.cli.flag, dest=f.name, required=f.required, help=f.cli.help, **options)
+
+
 # --- check ------------------------------------------------------------------------------------------------
 
 
@@ -137,27 +114,18 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO, environ: dict[s
         problems.append("--username needs a password source: --password-stdin or --password-env VAR")
     if has_source and args.username is None:
         problems.append(f"{password_flag} needs --username")
-    if args.send and not args.recipient:
-        problems.append("--send needs --recipient")
+    for f in CONFIG_FIELDS:
+        if f.needs is not None and getattr(args, f.name) and not getattr(args, f.needs.other):
+            problems.append(f"{FLAG_FOR_FIELD[f.name]} needs {FLAG_FOR_FIELD[f.needs.other]}")
     if problems:
         raise UsageError(*problems)
 
-    data: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "from_email": args.from_email,
-        "username": args.username,
-        "insecure_skip_tls_verify": args.insecure_skip_tls_verify,
-        "tls_mode": args.tls_mode,
-        "dns_servers": args.dns_server,
-        "recipient": args.recipient,
-        "send_test_message": args.send,
-        "helo_name": args.helo_name,
-    }
-    if args.timeout is not None:
-        data["timeout_s"] = args.timeout
-    if args.ca_file is not None:
-        data["ca_bundle"] = _read_ca_file(args.ca_file)
+    data: dict[str, Any] = {}
+    for f in CONFIG_FIELDS:
+        value = getattr(args, f.name, None)
+        if f.cli is None or value is None:
+            continue  # not given: parse_config applies the default
+        data[f.name] = _read_file(f.cli.flag, value) if f.cli.from_file else value
     if has_source:
         data["password"] = _read_password(args, stdin, environ)
     try:
@@ -182,16 +150,17 @@ def _read_password(args: argparse.Namespace, stdin: TextIO, environ: dict[str, s
     return value
 
 
-def _read_ca_file(path: str) -> str:
+def _read_file(flag: str, path: str) -> str:
+    """A flag's value read from the file it names (--ca-file): bounded, text, or a usage error naming the flag."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read(MAX_CA_BUNDLE_LENGTH + 1)
     except OSError as exc:
-        raise UsageError(f"--ca-file: cannot read {path}: {exc.strerror or exc}") from None
+        raise UsageError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        raise UsageError(f"--ca-file: {path} is not a PEM text file") from None
+        raise UsageError(f"{flag}: {path} is not a PEM text file") from None
     if len(text) > MAX_CA_BUNDLE_LENGTH:
-        raise UsageError(f"--ca-file: {path} is larger than {MAX_CA_BUNDLE_LENGTH // 1024} KiB")
+        raise UsageError(f"{flag}: {path} is larger than {MAX_CA_BUNDLE_LENGTH // 1024} KiB")
     return text
 
 

@@ -8,6 +8,9 @@ What is well-formed but wrong (a host with a port in it, a malformed From addres
 password, TLS mode against the port) is not a schema error: the runner's `config` stage reports it as a
 finding with a cause and a fix, so people see it in the report beside everything else. `SmtpConfig` does
 not validate either, so a Python caller that builds one by hand still gets the injection check there.
+
+The schema is one table: each `SmtpConfig` field carries its row (type, limits, words, CLI flag, form
+control) in its metadata; see diag/fields.py for what a row holds and who reads it.
 """
 
 from __future__ import annotations
@@ -19,16 +22,31 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from diag.fields import (
+    SCHEMA_KEY,
+    Addresses,
+    Choice,
+    Cli,
+    Field,
+    Flag,
+    Form,
+    Needs,
+    Pem,
+    Port,
+    Seconds,
+    Text,
+    encodable,
+    row,
+)
 from diag.secret import Secret
 
-FORBIDDEN_CHARACTERS: Final = re.compile(r"[\r\n\x00]")
-MAX_FIELD_LENGTH: Final = 1024
-MAX_CA_BUNDLE_LENGTH: Final = 256 * 1024
 DEFAULT_TIMEOUT_S: Final = 10.0
+MIN_TIMEOUT_S: Final = 0.1
+MAX_TIMEOUT_S: Final = 120.0
+MAX_DNS_SERVERS: Final = 8
 # What EHLO says when no name is configured: the name Go's net/smtp sends by default (so the products it
 # serves are diagnosed as they greet), and unlike the machine's host name it tells the server nothing.
 DEFAULT_HELO_NAME: Final = "localhost"
-MAX_TIMEOUT_S: Final = 120.0
 # What EHLO may carry (RFC 5321 Domain / address-literal): anything else is refused by servers or libraries.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HELO_NAME: Final = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$|^\[[0-9A-Fa-f:.]{{2,45}}\]$")
@@ -41,21 +59,97 @@ class TlsMode(StrEnum):
     NONE = "none"
 
 
+# The table: each field's metadata is its row (diag/fields.py says what a row holds). Adding a config field is
+# one entry here plus the stage that reads it; parse_config, the OpenAPI document, the CLI's flags, the page's
+# form and the config stage's re-check all follow from the row.
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
-    host: str
-    port: int
-    from_email: str
-    username: str | None = None
-    password: Secret | None = None
-    insecure_skip_tls_verify: bool = False
-    tls_mode: TlsMode = TlsMode.AUTO
-    ca_bundle: str | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    dns_servers: tuple[str, ...] = ()
-    recipient: str | None = None
-    send_test_message: bool = False
-    helo_name: str | None = None
+    host: str = field(metadata=row(
+        Text(strip=True), "Outgoing Server", "Outgoing server: a host name or IP address, without a port.",
+        required=True,
+        cli=Cli("--host", "SMTP server host name or IP address", "server"),
+        form=Form("text", placeholder="smtp.example.com", row="server", width="grow"),
+    ))
+    port: int = field(metadata=row(
+        Port(), "Outgoing Port", "Outgoing port (a whole number; a string of digits is accepted too).",
+        required=True,
+        cli=Cli("--port", "SMTP port (25, 465, 587, 2525...)", "server"),
+        form=Form("number", placeholder="587", row="server", width="port"),
+    ))
+    from_email: str = field(metadata=row(
+        Text(strip=True), "From Email", "The From address the application sends as.",
+        required=True,
+        cli=Cli("--from-email", "the From address the application sends as", "server"),
+        form=Form("email", placeholder="noreply@example.com"),
+    ))
+    username: str | None = field(default=None, metadata=row(
+        Text(), "Username", "SMTP username; leave out for anonymous SMTP.",
+        cli=Cli("--username", "SMTP AUTH user name", "authentication"),
+        form=Form("text", row="credentials", width="grow"),
+    ))
+    # No flag: a password on the command line ends up in shell history and `ps` (--password-stdin/-env).
+    password: Secret | None = field(default=None, metadata=row(
+        Text(secret=True), "Password", "SMTP password; never stored, logged or returned.",
+        public=False,
+        form=Form("password", row="credentials", width="grow", autocomplete="new-password"),
+    ))
+    insecure_skip_tls_verify: bool = field(default=False, metadata=row(
+        Flag(), "Insecure Skip TLS Verify", "Report certificate problems as warnings instead of failures.",
+        cli=Cli("--insecure-skip-tls-verify",
+                "do not fail on certificate problems (they are still checked and reported as warnings)", "TLS"),
+        form=Form("checkbox", hint="Certificate problems become warnings. Prefer a CA bundle."),
+    ))
+    tls_mode: TlsMode = field(default=TlsMode.AUTO, metadata=row(
+        Choice(TlsMode), "TLS mode", "auto: implicit TLS on 465, STARTTLS elsewhere.",
+        cli=Cli("--tls-mode", "auto: implicit TLS on 465, STARTTLS elsewhere (default: auto)", "TLS"),
+        form=Form("select", advanced=True, row="transport", width="grow", options={
+            TlsMode.AUTO: "Auto (implicit TLS on 465, STARTTLS otherwise)",
+            TlsMode.STARTTLS: "STARTTLS",
+            TlsMode.IMPLICIT: "Implicit TLS (SMTPS)",
+            TlsMode.NONE: "None (plaintext)",
+        }),
+    ))
+    ca_bundle: str | None = field(default=None, metadata=row(
+        Pem(), "CA bundle (PEM)", "PEM certificates to trust for this server (a private CA or a self-signed one).",
+        public=False,
+        cli=Cli("--ca-file", "PEM CA bundle to trust instead of the system CAs", "TLS", metavar="FILE",
+                from_file=True),
+        form=Form("textarea", placeholder="-----BEGIN CERTIFICATE-----", advanced=True),
+    ))
+    timeout_s: float = field(default=DEFAULT_TIMEOUT_S, metadata=row(
+        Seconds(MIN_TIMEOUT_S, MAX_TIMEOUT_S, step=0.1), "Timeout (s)", "Timeout of each network step, in seconds.",
+        cli=Cli("--timeout", f"per-step timeout in seconds (default: {DEFAULT_TIMEOUT_S:g})", "server"),
+        form=Form("number", placeholder=f"{DEFAULT_TIMEOUT_S:g}", advanced=True, row="transport", width="port"),
+    ))
+    dns_servers: tuple[str, ...] = field(default=(), metadata=row(
+        Addresses(MAX_DNS_SERVERS), "DNS servers",
+        "Resolvers to ask instead of the system's (addresses as strings); each is vetted by the egress policy, "
+        "and the field is refused unless the operator allows it (DIAG_ALLOW_CUSTOM_DNS).",
+        cli=Cli("--dns-server", "resolver to ask (repeatable)", "server"),
+    ))
+    recipient: str | None = field(default=None, metadata=row(
+        Text(strip=True), "Test recipient", "A test recipient for RCPT TO.",
+        cli=Cli("--recipient", "test RCPT TO with this address", "envelope", metavar="R"),
+        form=Form("email", placeholder="you@example.com", advanced=True),
+    ))
+    send_test_message: bool = field(default=False, metadata=row(
+        Flag(), "Send a test message to the recipient",
+        "Send a real test message (fixed text) to the recipient; refused unless the operator allows it "
+        "(DIAG_ALLOW_SEND).",
+        needs=Needs("recipient", "is required to send a test message"),
+        cli=Cli("--send", "also send a real test message to --recipient", "envelope"),
+        form=Form("checkbox", advanced=True, gate="allow_send", gate_env="DIAG_ALLOW_SEND",
+                  denied_hint="Sending is off on this service: it would let anyone who can reach it send mail "
+                  "through your SMTP servers. The recipient is still checked (RCPT TO) without sending. An "
+                  "operator can turn sending on with"),
+    ))
+    helo_name: str | None = field(default=None, metadata=row(
+        Text(pattern=HELO_NAME, pattern_message="must be a host name (ASCII letters, digits, hyphens, dots) or an "
+             "address literal like [192.0.2.1]"),
+        "HELO name",
+        "The name to greet with in EHLO; refused unless the operator allows it (DIAG_ALLOW_CUSTOM_HELO).",
+        cli=Cli("--helo-name", "name to send in EHLO (default: localhost, as Go's net/smtp sends)", "server"),
+    ))
 
     def __post_init__(self) -> None:
         # Python callers build configs by hand (the README shows it): take the plain values they naturally
@@ -84,21 +178,31 @@ class SmtpConfig:
         return self.tls_mode
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as reports show it: the password never, only whether one was given."""
+        """The config as reports show it: a field that is not public (the password) only as whether it was given."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
+        for f in CONFIG_FIELDS:
             value = getattr(self, f.name)
-            if f.name == "password":
-                out["password_set"] = bool(value)
-            elif f.name == "ca_bundle":
-                out["ca_bundle_set"] = bool(value)
+            if not f.public:
+                out[f"{f.name}_set"] = bool(value)
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
-            elif isinstance(value, TlsMode):
+            elif isinstance(value, StrEnum):
                 out[f.name] = value.value
             else:
                 out[f.name] = value
         return out
+
+
+def _table() -> tuple[Field, ...]:
+    rows = []
+    for f in dataclasses.fields(SmtpConfig):
+        default = None if f.default is dataclasses.MISSING else f.default
+        rows.append(dataclasses.replace(f.metadata[SCHEMA_KEY], name=f.name, default=default))
+    return tuple(rows)
+
+
+CONFIG_FIELDS: Final = _table()
+FIELDS_BY_NAME: Final = {f.name: f for f in CONFIG_FIELDS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +222,8 @@ class ConfigError(ValueError):
         return "; ".join(f"{e.field}: {e.message}" for e in self.errors)
 
 
-TEXT_FIELDS: Final = ("host", "from_email", "username", "password", "ca_bundle", "recipient", "helo_name")
-KNOWN_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(SmtpConfig))
+TEXT_FIELDS: Final = tuple(f.name for f in CONFIG_FIELDS if isinstance(f.value, Text | Pem))
+KNOWN_FIELDS: Final = frozenset(FIELDS_BY_NAME)
 
 
 def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
@@ -132,162 +236,21 @@ def parse_config(data: Mapping[str, Any]) -> SmtpConfig:
     for name in sorted(set(data) - KNOWN_FIELDS, key=str):
         bad(_printable_name(name), "unknown field")
 
-    def text(name: str, *, required: bool = False, limit: int = MAX_FIELD_LENGTH) -> str | None:
-        value = data.get(name)
-        if value is None or value == "":
-            if required:
-                bad(name, "is required")
-            return None
-        if not isinstance(value, str):
-            bad(name, "must be a string")
-            return None
-        if FORBIDDEN_CHARACTERS.search(value):
-            bad(name, "must not contain CR, LF or NUL characters (SMTP command injection)")
-            return None
-        if len(value) > limit:
-            bad(name, f"must be at most {limit} characters")
-            return None
-        if not _encodable(value):
-            bad(name, "must be valid Unicode text (it contains a lone surrogate)")
-            return None
-        return value
-
-    def flag(name: str) -> bool:
-        value = data.get(name, False)
-        if value is None:
-            return False
-        if not isinstance(value, bool):
-            bad(name, "must be true or false")
-            return False
-        return value
-
-    host = text("host", required=True)
-    from_email = text("from_email", required=True)
-    username = text("username")
-    password = text("password")
-    # A PEM bundle is multi-line by nature; it never reaches the SMTP socket, only the TLS context.
-    ca_bundle = _ca_bundle(data.get("ca_bundle"), bad)
-    recipient = text("recipient")
-    helo_name = text("helo_name")
-    if helo_name is not None and not HELO_NAME.match(helo_name):
-        bad("helo_name", "must be a host name (ASCII letters, digits, hyphens, dots) or an address literal like "
-            "[192.0.2.1]")
-        helo_name = None
-
-    port = data.get("port")
-    if port is None:
-        bad("port", "is required")
-    elif isinstance(port, bool) or not isinstance(port, int):
-        if isinstance(port, str) and port.strip().isascii() and port.strip().isdigit():
-            port = int(port.strip())
-        else:
-            bad("port", "must be a whole number from 1 to 65535")
-            port = None
-    if isinstance(port, int) and not 1 <= port <= 65535:
-        bad("port", "must be a whole number from 1 to 65535")
-
-    tls_raw = data.get("tls_mode", TlsMode.AUTO.value)
-    tls_mode = TlsMode.AUTO
-    if tls_raw is not None:
-        try:
-            tls_mode = TlsMode(tls_raw)
-        except ValueError:
-            bad("tls_mode", "must be one of: " + ", ".join(m.value for m in TlsMode))
-
-    timeout_raw = data.get("timeout_s", DEFAULT_TIMEOUT_S)
-    timeout_s = DEFAULT_TIMEOUT_S
-    if timeout_raw is not None:
-        if isinstance(timeout_raw, bool) or not isinstance(timeout_raw, int | float):
-            bad("timeout_s", "must be a number of seconds")
-        elif not 0.1 <= timeout_raw <= MAX_TIMEOUT_S:
-            bad("timeout_s", f"must be between 0.1 and {MAX_TIMEOUT_S:g} seconds")
-        else:
-            timeout_s = float(timeout_raw)
-
-    dns_servers = _dns_servers(data.get("dns_servers"), bad)
-
-    insecure = flag("insecure_skip_tls_verify")
-    send = flag("send_test_message")
-    if send and recipient is None and "recipient" not in {e.field for e in errors}:
-        bad("recipient", "is required to send a test message")
+    values = {f.name: f.parse(data.get(f.name), bad) for f in CONFIG_FIELDS}
+    for f in CONFIG_FIELDS:  # a flag that needs another field (send_test_message: recipient)
+        needs = f.needs
+        if needs and values[f.name] and values[needs.other] is None and needs.other not in {e.field for e in errors}:
+            bad(needs.other, needs.message)
 
     if errors:
         raise ConfigError(errors)
-    assert host is not None and from_email is not None and isinstance(port, int)
-    return SmtpConfig(
-        host=host.strip(),
-        port=port,
-        from_email=from_email.strip(),
-        username=username,
-        password=Secret(password) if password is not None else None,
-        insecure_skip_tls_verify=insecure,
-        tls_mode=tls_mode,
-        ca_bundle=ca_bundle,
-        timeout_s=timeout_s,
-        dns_servers=dns_servers,
-        recipient=recipient.strip() if recipient else None,
-        send_test_message=send,
-        helo_name=helo_name,
-    )
+    return SmtpConfig(**values)
 
 
 def _printable_name(name: object) -> str:
     """An unknown field's name as an error can show it: bounded, and never a lone surrogate (which no JSON
     encoder or log line can write: such a name made the API answer 500)."""
     text = str(name)[:64]
-    return text if _encodable(text) else text.encode("utf-8", "backslashreplace").decode("ascii")
+    return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode("ascii")
 
 
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _ca_bundle(value: Any, bad: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        bad("ca_bundle", "must be PEM text")
-        return None
-    if "\x00" in value:
-        bad("ca_bundle", "must not contain NUL characters")
-        return None
-    if len(value) > MAX_CA_BUNDLE_LENGTH:
-        bad("ca_bundle", f"must be at most {MAX_CA_BUNDLE_LENGTH} characters")
-        return None
-    if "-----BEGIN CERTIFICATE-----" not in value:
-        bad("ca_bundle", "must contain at least one PEM certificate (-----BEGIN CERTIFICATE-----)")
-        return None
-    from diag.certs import ca_bundle_problem  # cryptography: loaded only when a bundle is given
-
-    problem = ca_bundle_problem(value)
-    if problem is not None:
-        bad("ca_bundle", f"is not a usable CA bundle: {problem}")
-        return None
-    return value
-
-
-def _dns_servers(value: Any, bad: Any) -> tuple[str, ...]:
-    import ipaddress
-
-    if value is None or value == []:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or len(value) > 8:
-        bad("dns_servers", "must be a list of at most 8 IP addresses")
-        return ()
-    servers: list[str] = []
-    for item in value:
-        # Strings only: ip_address(2130706433) is 127.0.0.1, and a JSON number is no address anyone typed.
-        try:
-            if not isinstance(item, str):
-                raise TypeError
-            servers.append(str(ipaddress.ip_address(item.strip())))
-        except (ValueError, TypeError):
-            bad("dns_servers", f"{str(item)[:64]!r} is not an IP address (give it as a string like \"192.0.2.53\")")
-            return ()
-    return tuple(servers)

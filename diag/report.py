@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 STAGE_NAMES: Final = ("config", "dns", "connect", "ehlo", "tls", "auth", "mail_from", "rcpt_to", "send")
+VERDICTS: Final = ("valid", "invalid")
 
 
 class Status(StrEnum):

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from diag.config import ConfigError, SmtpConfig, parse_config
 from diag.logging import get_logger
 from diag.policy import parse_ip_literal
-from diag.report import Report, RunFinished
+from diag.report import VERDICTS, Report, RunFinished
 from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
 from diag.service.sse import EventStreamResponse
 from diag.service.state import Services
@@ -38,7 +38,10 @@ from diag.service.state import Services
 log = get_logger("diag.service")
 
 REPORT_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-VERDICTS: Final = ("valid", "invalid")
+# The list's query parameters (the OpenAPI document reads them from here).
+LIST_LIMIT_DEFAULT: Final = 50
+LIST_LIMIT_MAX: Final = 500
+MAX_HOST_FILTER_LENGTH: Final = 1024
 T = TypeVar("T")
 
 
@@ -289,15 +292,15 @@ async def list_diagnostics(request: Request) -> Response:
     if verdict is not None and verdict not in VERDICTS:
         errors.append({"field": "verdict", "message": "must be valid or invalid"})
     host = params.get("host") or None
-    if host is not None and len(host) > 1024:
-        errors.append({"field": "host", "message": "must be at most 1024 characters"})
-    limit = 50
+    if host is not None and len(host) > MAX_HOST_FILTER_LENGTH:
+        errors.append({"field": "host", "message": f"must be at most {MAX_HOST_FILTER_LENGTH} characters"})
+    limit = LIST_LIMIT_DEFAULT
     raw_limit = params.get("limit")
     if raw_limit:
-        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 500:
+        if raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= LIST_LIMIT_MAX:
             limit = int(raw_limit)
         else:
-            errors.append({"field": "limit", "message": "must be a whole number from 1 to 500"})
+            errors.append({"field": "limit", "message": f"must be a whole number from 1 to {LIST_LIMIT_MAX}"})
     if errors:
         return field_errors(errors)
     summaries = await run_in_threadpool(lambda: services.store.list(host=host, verdict=verdict, limit=limit))

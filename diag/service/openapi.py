@@ -1,99 +1,44 @@
-"""The OpenAPI 3.1 document, written by hand so the request schema says exactly what parse_config accepts.
-
-tests/service/test_openapi.py checks it against diag.config (every field, no extra) so the two cannot drift.
+"""The OpenAPI 3.1 document. The request schema comes from the config field table (diag/config.py), the
+same rows parse_config checks with, so the two cannot drift; the responses are written here, and
+tests/service/test_api_schema.py validates real responses against them.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-from diag.config import DEFAULT_TIMEOUT_S, MAX_CA_BUNDLE_LENGTH, MAX_FIELD_LENGTH, MAX_TIMEOUT_S, TlsMode
-from diag.report import STAGE_NAMES
+from diag import __version__
+from diag.config import CONFIG_FIELDS
+from diag.report import STAGE_NAMES, VERDICTS, Status
+from diag.service.api import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_HOST_FILTER_LENGTH
 
-# No CR, LF or NUL anywhere (SMTP command injection): parse_config rejects them with a 422.
-SAFE_TEXT: Final = "^[^\\r\\n\\u0000]*$"
 
-
-def _text(description: str, *, required: bool = False) -> dict[str, Any]:
+def config_schema() -> dict[str, Any]:
+    """The request body, from the field table: exactly what parse_config accepts."""
+    required = [f.name for f in CONFIG_FIELDS if f.required]
     schema: dict[str, Any] = {
-        "type": "string",
-        "maxLength": MAX_FIELD_LENGTH,
-        "pattern": SAFE_TEXT,
-        "description": description,
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": {f.name: f.json_schema() for f in CONFIG_FIELDS},
     }
-    if required:
-        # Blank counts as missing; a value of spaces only is reported by the config stage, not rejected.
-        schema["minLength"] = 1
-        schema["pattern"] = "^[^\\r\\n\\u0000]*[^\\s\\u0000][^\\r\\n\\u0000]*$"
+    needs = [f for f in CONFIG_FIELDS if f.needs is not None]
+    if needs:
+        schema["allOf"] = [
+            {
+                "if": {"properties": {f.name: {"const": True}}, "required": [f.name]},
+                "then": {
+                    "required": [f.needs.other],
+                    "properties": {f.needs.other: {"type": "string", "minLength": 1}},
+                },
+            }
+            for f in needs
+            if f.needs is not None
+        ]
     return schema
 
 
-CONFIG_SCHEMA: Final[dict[str, Any]] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["host", "port", "from_email"],
-    "properties": {
-        "host": _text("Outgoing server: a host name or IP address, without a port.", required=True),
-        "port": {
-            "description": "Outgoing port (a whole number; a string of digits is accepted too).",
-            "oneOf": [
-                {"type": "integer", "minimum": 1, "maximum": 65535},
-                {"type": "string", "pattern": "^[0-9]{1,5}$"},
-            ],
-        },
-        "from_email": _text("The From address the application sends as.", required=True),
-        "username": {**_text("SMTP username; leave out for anonymous SMTP."), "type": ["string", "null"]},
-        "password": {
-            **_text("SMTP password; never stored, logged or returned."),
-            "type": ["string", "null"],
-            "writeOnly": True,
-        },
-        "insecure_skip_tls_verify": {
-            "type": ["boolean", "null"],
-            "default": False,
-            "description": "Report certificate problems as warnings instead of failures.",
-        },
-        "tls_mode": {
-            "type": ["string", "null"],
-            "enum": [m.value for m in TlsMode] + [None],
-            "default": TlsMode.AUTO.value,
-            "description": "auto: implicit TLS on 465, STARTTLS elsewhere.",
-        },
-        "ca_bundle": {
-            "type": ["string", "null"],
-            "maxLength": MAX_CA_BUNDLE_LENGTH,
-            "allOf": [{"pattern": "-----BEGIN CERTIFICATE-----"}, {"pattern": "^[^\\u0000]*$"}],
-            "description": "PEM certificates to trust for this server (a private CA or a self-signed one).",
-        },
-        "timeout_s": {
-            "type": ["number", "null"],
-            "minimum": 0.1,
-            "maximum": MAX_TIMEOUT_S,
-            "default": DEFAULT_TIMEOUT_S,
-            "description": "Timeout of each network step, in seconds.",
-        },
-        "dns_servers": {
-            "type": ["array", "null"],
-            "maxItems": 8,
-            "items": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
-            "description": "Resolvers to ask instead of the system's (addresses as strings); each is vetted by "
-            "the egress policy, and the field is refused unless the operator allows it (DIAG_ALLOW_CUSTOM_DNS).",
-        },
-        "recipient": {**_text("A test recipient for RCPT TO."), "type": ["string", "null"]},
-        "send_test_message": {
-            "type": ["boolean", "null"],
-            "default": False,
-            "description": "Send a real test message (fixed text) to the recipient; refused unless the operator "
-            "allows it (DIAG_ALLOW_SEND).",
-        },
-        "helo_name": {
-            **_text("The name to greet with in EHLO; refused unless the operator allows it (DIAG_ALLOW_CUSTOM_HELO)."),
-            "type": ["string", "null"],
-        },
-    },
-    "if": {"properties": {"send_test_message": {"const": True}}, "required": ["send_test_message"]},
-    "then": {"required": ["recipient"], "properties": {"recipient": {"type": "string", "minLength": 1}}},
-}
+CONFIG_SCHEMA: Final = config_schema()
 
 FINDING: Final = {
     "type": ["object", "null"],
@@ -105,7 +50,7 @@ STAGE_RESULT: Final = {
     "required": ["name", "status", "duration_ms", "summary", "facts", "finding", "additional_findings", "transcript"],
     "properties": {
         "name": {"type": "string", "enum": list(STAGE_NAMES)},
-        "status": {"type": "string", "enum": ["passed", "warning", "failed", "skipped"]},
+        "status": {"type": "string", "enum": [s.value for s in Status]},
         "duration_ms": {"type": "number"},
         "summary": {"type": "string"},
         "facts": {"type": "object"},
@@ -130,12 +75,25 @@ STAGE_RESULT: Final = {
         },
     },
 }
+STAGE_STARTED: Final = {
+    "type": "object",
+    "required": ["run_id", "name"],
+    "properties": {"run_id": {"type": "string"}, "name": {"type": "string", "enum": list(STAGE_NAMES)}},
+}
+STAGE_FINISHED: Final = {
+    "allOf": [
+        {"$ref": "#/components/schemas/StageResult"},
+        {"type": "object", "required": ["run_id"], "properties": {"run_id": {"type": "string"}}},
+    ]
+}
+# The event stream's events (diag/report.py's event types) and the schema of each one's data.
+EVENTS: Final = {"stage_started": "StageStarted", "stage_finished": "StageFinished", "run_finished": "Report"}
 REPORT: Final = {
     "type": "object",
     "required": ["id", "verdict", "started_at", "duration_ms", "config", "stages"],
     "properties": {
         "id": {"type": "string"},
-        "verdict": {"type": "string", "enum": ["valid", "invalid"]},
+        "verdict": {"type": "string", "enum": list(VERDICTS)},
         "started_at": {"type": "string", "format": "date-time"},
         "duration_ms": {"type": "number"},
         "config": {"type": "object", "description": "The config as given, with password_set instead of it."},
@@ -155,7 +113,7 @@ SUMMARY: Final = {
         "started_at": {"type": "string"},
         "host": {"type": "string"},
         "port": {"type": "integer"},
-        "verdict": {"type": "string", "enum": ["valid", "invalid"]},
+        "verdict": {"type": "string", "enum": list(VERDICTS)},
         "failed_stage": {"type": ["string", "null"]},
         "finding_code": {"type": ["string", "null"]},
         "duration_ms": {"type": "number"},
@@ -205,7 +163,7 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "smtp-diag",
-            "version": "0.1.0",
+            "version": __version__,
             "description": "Staged SMTP configuration diagnostics: why a configuration fails, and the fix.",
         },
         "security": security,
@@ -226,7 +184,17 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                             "headers": {
                                 "Location": {"description": "The stored report.", "schema": {"type": "string"}}
                             },
-                            "content": {**_json("Report"), "text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {
+                                **_json("Report"),
+                                "text/event-stream": {
+                                    "schema": {"type": "string"},
+                                    # OpenAPI has no word for SSE frames: each event's data, by event name.
+                                    "x-events": {
+                                        name: {"$ref": f"#/components/schemas/{schema}"}
+                                        for name, schema in EVENTS.items()
+                                    },
+                                },
+                            },
                         },
                         "400": _error("The body is not a JSON object."),
                         "401": UNAUTHORIZED,
@@ -242,12 +210,21 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                     "operationId": "listDiagnostics",
                     "summary": "Stored reports, newest first.",
                     "parameters": [
-                        {"name": "host", "in": "query", "schema": {"type": "string", "maxLength": 1024}},
-                        {"name": "verdict", "in": "query", "schema": {"type": "string", "enum": ["valid", "invalid"]}},
+                        {
+                            "name": "host",
+                            "in": "query",
+                            "schema": {"type": "string", "maxLength": MAX_HOST_FILTER_LENGTH},
+                        },
+                        {"name": "verdict", "in": "query", "schema": {"type": "string", "enum": list(VERDICTS)}},
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": LIST_LIMIT_MAX,
+                                "default": LIST_LIMIT_DEFAULT,
+                            },
                         },
                     ],
                     "responses": {
@@ -316,6 +293,8 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                 "SmtpConfig": CONFIG_SCHEMA,
                 "Report": REPORT,
                 "StageResult": STAGE_RESULT,
+                "StageStarted": STAGE_STARTED,
+                "StageFinished": STAGE_FINISHED,
                 "Finding": FINDING,
                 "ReportSummary": SUMMARY,
                 "Error": ERROR,

@@ -2,13 +2,16 @@
 
 The page never renders a report on the server: it asks the API (with the token when one is set), so the
 page shell itself holds no data and needs no authentication.
+
+The form's fields come from the config field table (diag/config.py): the template renders each row's
+control, and app.js reads the list of fields from a JSON data element instead of keeping its own.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +19,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from diag.config import CONFIG_FIELDS
+from diag.fields import Field
+from diag.service.settings import Settings
 from diag.service.state import Services
 
 HERE: Final = Path(__file__).parent
@@ -30,16 +36,44 @@ async def stored(request: Request) -> Response:
     return _page(request, report_id=request.path_params["report_id"][:64])
 
 
-def _page(request: Request, report_id: str | None) -> Response:
-    services: Services = request.app.state.services
+FORM_FIELDS: Final = tuple(f for f in CONFIG_FIELDS if f.form is not None)
+
+
+def form_rows(advanced: bool) -> list[list[Field]]:
+    """The form's fields in table order; fields that share a `row` sit together at the first one's place."""
+    rows: dict[str, list[Field]] = {}
+    for f in FORM_FIELDS:
+        assert f.form is not None
+        if f.form.advanced is advanced:
+            rows.setdefault(f.form.row or f.name, []).append(f)
+    return list(rows.values())
+
+
+def denied_fields(settings: Settings) -> set[str]:
+    """Fields whose control is disabled because the service setting they need is off."""
+    return {f.name for f in FORM_FIELDS if f.form is not None and f.form.gate and not getattr(settings, f.form.gate)}
+
+
+def data_json(value: Any) -> str:
     # Embedded as JSON data (not script), so the CSP's script-src 'self' still holds. Every "<" is
     # escaped so no value can end the element or open a comment inside it.
-    presets = json.dumps(services.presets).replace("<", "\\u003c")
+    return json.dumps(value).replace("<", "\\u003c")
+
+
+FIELDS_JSON: Final = data_json([f.page_entry() for f in FORM_FIELDS])
+
+
+def _page(request: Request, report_id: str | None) -> Response:
+    services: Services = request.app.state.services
     return templates.TemplateResponse(
         request,
         "index.html",
         {
-            "presets_json": presets,
+            "presets_json": data_json(services.presets),
+            "fields_json": FIELDS_JSON,
+            "main_rows": form_rows(advanced=False),
+            "advanced_rows": form_rows(advanced=True),
+            "denied": denied_fields(services.settings),
             "has_presets": bool(services.presets),
             "token_required": services.settings.api_token is not None,
             "allow_send": services.settings.allow_send,

@@ -1,18 +1,19 @@
 """The `config` stage: is the configuration well-formed and safe, before anything touches the network?
 
 Schema errors (types, ranges, CR/LF/NUL) are stopped earlier by parse_config with a field error. This stage
-also re-checks CR/LF/NUL so a config built by hand in Python can never reach a socket with them.
+also re-checks, from the same field table, the text that can reach the SMTP socket (CR/LF/NUL) and the HELO
+name's shape, so a config built by hand in Python can never reach a socket with them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from typing import Any, Final
 
 from diag.certs import ca_bundle_problem
-from diag.config import FORBIDDEN_CHARACTERS, HELO_NAME, SmtpConfig, TlsMode
+from diag.config import CONFIG_FIELDS, FIELDS_BY_NAME, SmtpConfig, TlsMode
+from diag.fields import FORBIDDEN_CHARACTERS, Text
 from diag.report import Status
 from diag.secret import Secret
 from diag.stages.base import Outcome, RunContext
@@ -91,10 +92,10 @@ async def check(ctx: RunContext) -> Outcome:
 
 
 def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if f.name == "ca_bundle":
+    for f in CONFIG_FIELDS:
+        if not f.value.reaches_smtp:
             continue  # PEM text is multi-line by nature and never reaches the SMTP socket
+        value = getattr(config, f.name)
         text = value.reveal() if isinstance(value, Secret) else value
         texts = text if isinstance(text, tuple) else (text,)
         if any(isinstance(t, str) and FORBIDDEN_CHARACTERS.search(t) for t in texts):
@@ -129,10 +130,16 @@ def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
         problem = ca_bundle_problem(config.ca_bundle)
         if problem is not None:
             return ("invalid_ca_bundle", problem, f"The CA bundle cannot be used: {problem}.")
-    if config.helo_name and not HELO_NAME.match(config.helo_name):
+    if config.helo_name and _shape_problem("helo_name", config.helo_name):
         return (
             "invalid_helo_name",
             repr(config.helo_name)[:100],
             f"HELO name {config.helo_name!r:.100} is not a host name or address literal.",
         )
     return None
+
+
+def _shape_problem(name: str, value: str) -> bool:
+    """Whether `value` breaks the shape its row in the field table asks for (the check parse_config makes)."""
+    kind = FIELDS_BY_NAME[name].value
+    return isinstance(kind, Text) and kind.pattern is not None and not kind.pattern.match(value)

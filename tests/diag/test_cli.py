@@ -7,6 +7,7 @@ runs a diagnosis runs `python -m diag.cli` as a subprocess against FakeSMTP or a
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import pytest
 
 from diag.cli import main
 from diag.report import STAGE_NAMES, Report
+from diag.service.openapi import openapi_document
 from fake_smtp import FakeSMTP
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,6 +176,13 @@ def test_usage_error_as_a_real_process_is_one_line_and_exit_2() -> None:
     assert proc.returncode == 2
     assert proc.stderr == "smtp-diag: error: --port: must be a whole number from 1 to 65535\n"
     assert proc.stdout == ""
+
+
+def test_version_is_the_installed_package_version_as_in_the_openapi_document() -> None:
+    code, out, _ = run_main(["--version"])
+    assert code == 0
+    assert out == f"smtp-diag {importlib.metadata.version('smtp-diag')}\n"
+    assert openapi_document(token_required=False)["info"]["version"] == importlib.metadata.version("smtp-diag")
 
 
 def test_help_exits_0() -> None:

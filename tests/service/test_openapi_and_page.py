@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from diag.config import KNOWN_FIELDS, TEXT_FIELDS
+from diag.config import CONFIG_FIELDS, KNOWN_FIELDS, TEXT_FIELDS
 from diag.service.app import create_app
 from tests.service.helpers import api_client, make_settings
 
@@ -55,3 +55,21 @@ async def test_presets_cannot_break_out_of_their_element(tmp_path: Path) -> None
     data = html.split('id="presets-data">', 1)[1].split("</script>", 1)[0]
     assert "<" not in data
     assert json.loads(data) == presets
+
+
+async def test_page_form_and_its_field_list_come_from_the_field_table(tmp_path: Path) -> None:
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        html = (await client.get("/")).text
+        script = (await client.get("/static/app.js")).text
+    data = html.split('id="form-fields">', 1)[1].split("</script>", 1)[0]
+    listed = json.loads(data)
+    on_page = [f for f in CONFIG_FIELDS if f.form is not None]
+    assert [entry["name"] for entry in listed] == [f.name for f in on_page]
+    for f, entry in zip(on_page, listed, strict=True):
+        assert f'<label for="{f.name}">{f.label}</label>' in html
+        assert f'id="{f.name}-error"' in html
+        assert entry["advanced"] == f.form.advanced  # type: ignore[union-attr]
+        assert entry["refill"] == f.public
+    assert not {"password", "ca_bundle"} & {e["name"] for e in listed if e["refill"]}
+    # app.js keeps no field list of its own: it names no config field at all.
+    assert not [f.name for f in on_page if f'"{f.name}"' in script]

@@ -8,9 +8,11 @@
     auth: "Authentication", mail_from: "MAIL FROM", rcpt_to: "RCPT TO", send: "Send test message",
   };
   const STATUS_LABELS = { passed: "Passed", warning: "Warning", failed: "Failed", skipped: "Skipped", running: "Running" };
-  const FIELDS = ["host", "port", "from_email", "username", "password", "insecure_skip_tls_verify", "tls_mode",
-    "ca_bundle", "recipient", "send_test_message", "timeout_s"];
-  const ADVANCED = ["tls_mode", "ca_bundle", "recipient", "send_test_message", "timeout_s"];
+  // The form's fields, from the page (the server renders them from its config field table): name, control,
+  // how the value is sent ("text" trimmed, "raw" as typed, "number", "integer", "flag"), whether it sits under
+  // Advanced, and whether a stored report carries its value (the password and CA bundle it does not).
+  // The script is deferred, so the page (and this element) is parsed when it runs.
+  const FIELDS = JSON.parse(document.getElementById("form-fields").textContent);
   const TOKEN_KEY = "smtp-diag-token";
 
   const $ = (id) => document.getElementById(id);
@@ -40,17 +42,21 @@
     return headers;
   }
 
+  function isAdvanced(name) {
+    return FIELDS.some((field) => field.name === name && field.advanced);
+  }
+
   function collectConfig() {
     const config = {};
-    for (const name of FIELDS) {
+    for (const { name, value: kind } of FIELDS) {
       const input = $(name);
       if (!input) continue;
-      if (input.type === "checkbox") {
+      if (kind === "flag") {
         if (input.checked) config[name] = true;
       } else if (input.value.trim() !== "") {
-        if (name === "port") config[name] = Number.isInteger(Number(input.value)) ? Number(input.value) : input.value;
-        else if (name === "timeout_s") config[name] = Number(input.value);
-        else if (name === "password" || name === "ca_bundle") config[name] = input.value;
+        if (kind === "integer") config[name] = Number.isInteger(Number(input.value)) ? Number(input.value) : input.value;
+        else if (kind === "number") config[name] = Number(input.value);
+        else if (kind === "raw") config[name] = input.value;
         else config[name] = input.value.trim();
       }
     }
@@ -58,7 +64,7 @@
   }
 
   function clearErrors() {
-    for (const name of FIELDS) {
+    for (const { name } of FIELDS) {
       const input = $(name);
       const error = $(name + "-error");
       if (input) input.removeAttribute("aria-invalid");
@@ -77,7 +83,7 @@
       error.textContent = (error.textContent ? error.textContent + " " : "") + message;
       error.hidden = false;
       input.setAttribute("aria-invalid", "true");
-      if (ADVANCED.includes(field)) $("advanced").open = true;
+      if (isAdvanced(field)) $("advanced").open = true;
       first = first || input;
     }
     if (unplaced.length) showFormError(unplaced.join("; "));
@@ -348,15 +354,16 @@
   // --- presets and stored reports ------------------------------------------------------------
   function applyPreset(preset, button) {
     clearErrors();
-    for (const name of FIELDS) {
+    for (const { name, control, default: fallback } of FIELDS) {
       const input = $(name);
       if (!input) continue;
       const value = preset.config[name];
-      if (input.type === "checkbox") input.checked = value === true;
-      else if (input.tagName === "SELECT") input.value = value || "auto";
+      if (control === "checkbox") input.checked = value === true;
+      else if (control === "select") input.value = value || fallback;
       else input.value = value === undefined || value === null ? "" : String(value);
     }
-    $("advanced").open = ADVANCED.some((name) => name !== "tls_mode" && preset.config[name]);
+    // A select always has a value: only a field the preset fills in opens Advanced.
+    $("advanced").open = FIELDS.some((f) => f.advanced && f.control !== "select" && preset.config[f.name]);
     for (const other of document.querySelectorAll(".preset")) other.setAttribute("aria-pressed", "false");
     button.setAttribute("aria-pressed", "true");
   }
@@ -390,11 +397,11 @@
   }
 
   function fillFormFrom(config) {
-    for (const name of FIELDS) {
+    for (const { name, control, refill } of FIELDS) {
       const input = $(name);
-      if (!input || name === "password" || name === "ca_bundle") continue;
+      if (!input || !refill) continue;
       const value = config[name];
-      if (input.type === "checkbox") input.checked = value === true;
+      if (control === "checkbox") input.checked = value === true;
       else if (value !== undefined && value !== null) input.value = String(value);
     }
   }
