@@ -122,7 +122,7 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
         der = obj.getpeercert(binary_form=True)
         if der:
             facts.update(
-                {f"certificate_{k}": v for k, v in certs.describe_certificate(der, config.host).items()}
+                {f"certificate_{k}": v for k, v in certs.describe_certificate(der).items()}
             )
     if how == "STARTTLS":
         facts.update(probe.capability_facts(prefix="after_tls_"))
