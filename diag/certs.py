@@ -16,19 +16,15 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from diag.kinds import TlsKind
 from diag.server_text import ServerText
-
-TrustKind = Literal[
-    "self_signed", "unknown_issuer", "hostname_mismatch", "expired", "not_yet_valid", "untrusted"
-]
-HandshakeKind = Literal["not_tls", "handshake_failed"]
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h); stable across OpenSSL 1.1 and 3.x.
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: Final = 2
@@ -41,16 +37,16 @@ X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: Final = 21
 X509_V_ERR_HOSTNAME_MISMATCH: Final = 62
 X509_V_ERR_IP_ADDRESS_MISMATCH: Final = 64
 
-_TRUST_KIND_BY_CODE: Final[dict[int, TrustKind]] = {
-    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: "self_signed",
-    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: "self_signed",
-    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unknown_issuer",
-    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unknown_issuer",
-    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: "unknown_issuer",
-    X509_V_ERR_HOSTNAME_MISMATCH: "hostname_mismatch",
-    X509_V_ERR_IP_ADDRESS_MISMATCH: "hostname_mismatch",
-    X509_V_ERR_CERT_HAS_EXPIRED: "expired",
-    X509_V_ERR_CERT_NOT_YET_VALID: "not_yet_valid",
+_TRUST_KIND_BY_CODE: Final[dict[int, TlsKind]] = {
+    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: TlsKind.SELF_SIGNED,
+    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: TlsKind.SELF_SIGNED,
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: TlsKind.UNKNOWN_ISSUER,
+    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: TlsKind.UNKNOWN_ISSUER,
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: TlsKind.UNKNOWN_ISSUER,
+    X509_V_ERR_HOSTNAME_MISMATCH: TlsKind.HOSTNAME_MISMATCH,
+    X509_V_ERR_IP_ADDRESS_MISMATCH: TlsKind.HOSTNAME_MISMATCH,
+    X509_V_ERR_CERT_HAS_EXPIRED: TlsKind.EXPIRED,
+    X509_V_ERR_CERT_NOT_YET_VALID: TlsKind.NOT_YET_VALID,
 }
 
 # What OpenSSL says when the bytes after our ClientHello are not a TLS record: the peer speaks plaintext
@@ -129,9 +125,9 @@ def _build_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
     return context
 
 
-def trust_kind(err: ssl.SSLCertVerificationError) -> TrustKind:
+def trust_kind(err: ssl.SSLCertVerificationError) -> TlsKind:
     """Which trust failure OpenSSL reported, by its verify code (the ssl module always sets it)."""
-    return _TRUST_KIND_BY_CODE.get(err.verify_code, "untrusted")
+    return _TRUST_KIND_BY_CODE.get(err.verify_code, TlsKind.UNTRUSTED)
 
 
 def trust_detail(err: ssl.SSLCertVerificationError) -> dict[str, Any]:
@@ -139,14 +135,14 @@ def trust_detail(err: ssl.SSLCertVerificationError) -> dict[str, Any]:
     return {"verify_code": err.verify_code, "verify_message": err.verify_message}
 
 
-def handshake_kind(err: BaseException) -> HandshakeKind:
+def handshake_kind(err: BaseException) -> TlsKind:
     """"not_tls" when the peer answered our ClientHello in plaintext; "handshake_failed" for anything else."""
     plaintext = (
         isinstance(err, ssl.SSLError)
         and not isinstance(err, ssl.SSLCertVerificationError)
         and str(err.reason).upper() in _PLAINTEXT_REASONS
     )
-    return "not_tls" if plaintext else "handshake_failed"
+    return TlsKind.NOT_TLS if plaintext else TlsKind.HANDSHAKE_FAILED
 
 
 def expiry_warning_days() -> int:

@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from diag.config import TlsMode
 from diag.findings import finding_for
+from diag.kinds import TlsKind
 from diag.report import Report, Status
 from diag.runner import run
 from fake_smtp import FakeSMTP, parse_fault
@@ -305,7 +306,7 @@ async def test_expiring_soon_is_a_warning(fake_smtp_factory: Callable[..., FakeS
 def test_old_protocol_row() -> None:
     """Our client context refuses anything below TLS 1.2, so no loopback server can make the stage emit
     tls.old_protocol; the row is checked through finding_for."""
-    finding = finding_for("tls", "old_protocol", config_for(587), None, "TLSv1.1")
+    finding = finding_for("tls", TlsKind.OLD_PROTOCOL, config_for(587), None, "TLSv1.1")
     assert finding.code == "tls.old_protocol"
     assert "TLSv1.1" in finding.cause and "TLS 1.2 or 1.3" in finding.fix
 
