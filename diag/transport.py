@@ -41,8 +41,8 @@ ProbeErrorKind = Literal[
 UNREACHABLE_ERRNOS: Final = frozenset(
     {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
 )
-# What connect() says when this machine forbids the connection: a firewall's reject rule (iptables REJECT
-# --reject-with icmp-admin-prohibited, a "prohibit" route), a seccomp or LSM policy, a BPF cgroup hook.
+# What connect() says when this machine forbids the connection: netfilter dropping our own SYN in OUTPUT
+# (EPERM), a "prohibit" route (EACCES), an LSM or seccomp policy, a BPF cgroup hook (some CNIs' policies).
 BLOCKED_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM})
 
 
