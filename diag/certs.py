@@ -4,7 +4,8 @@ Python 3.11 cannot hand over an unverified chain, so the tls stage shakes hands 
 (`client_context(verify=True)`), keeping any `ssl.SSLCertVerificationError`, and once without verifying
 (`client_context(verify=False)`) to read the leaf with `getpeercert(binary_form=True)`. This module names the
 failure (`trust_kind`, `handshake_kind`) from OpenSSL's own codes and describes the leaf
-(`describe_certificate`) from the certificate itself, never from guesswork.
+(`describe_certificate`) from the certificate itself, never from guesswork. What OpenSSL decides in the
+verifying handshake (chain trust, the host name match, the dates) is never decided again here.
 """
 
 from __future__ import annotations
@@ -15,19 +16,15 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
+from diag.kinds import TlsKind
 from diag.server_text import ServerText
-
-TrustKind = Literal[
-    "self_signed", "unknown_issuer", "hostname_mismatch", "expired", "not_yet_valid", "untrusted"
-]
-HandshakeKind = Literal["not_tls", "handshake_failed"]
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h); stable across OpenSSL 1.1 and 3.x.
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: Final = 2
@@ -40,40 +37,23 @@ X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: Final = 21
 X509_V_ERR_HOSTNAME_MISMATCH: Final = 62
 X509_V_ERR_IP_ADDRESS_MISMATCH: Final = 64
 
-_TRUST_KIND_BY_CODE: Final[dict[int, TrustKind]] = {
-    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: "self_signed",
-    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: "self_signed",
-    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "unknown_issuer",
-    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: "unknown_issuer",
-    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: "unknown_issuer",
-    X509_V_ERR_HOSTNAME_MISMATCH: "hostname_mismatch",
-    X509_V_ERR_IP_ADDRESS_MISMATCH: "hostname_mismatch",
-    X509_V_ERR_CERT_HAS_EXPIRED: "expired",
-    X509_V_ERR_CERT_NOT_YET_VALID: "not_yet_valid",
+_TRUST_KIND_BY_CODE: Final[dict[int, TlsKind]] = {
+    X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: TlsKind.SELF_SIGNED,
+    X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN: TlsKind.SELF_SIGNED,
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: TlsKind.UNKNOWN_ISSUER,
+    X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE: TlsKind.UNKNOWN_ISSUER,
+    X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: TlsKind.UNKNOWN_ISSUER,
+    X509_V_ERR_HOSTNAME_MISMATCH: TlsKind.HOSTNAME_MISMATCH,
+    X509_V_ERR_IP_ADDRESS_MISMATCH: TlsKind.HOSTNAME_MISMATCH,
+    X509_V_ERR_CERT_HAS_EXPIRED: TlsKind.EXPIRED,
+    X509_V_ERR_CERT_NOT_YET_VALID: TlsKind.NOT_YET_VALID,
 }
 
-# Only when verify_code is missing (an error not raised by the ssl module itself): OpenSSL's message texts,
-# in the order that resolves overlaps ("self-signed certificate in certificate chain" before "expired").
-_TRUST_KIND_BY_TEXT: Final[tuple[tuple[str, TrustKind], ...]] = (
-    ("self-signed certificate", "self_signed"),
-    ("self signed certificate", "self_signed"),
-    ("unable to get local issuer certificate", "unknown_issuer"),
-    ("unable to get issuer certificate", "unknown_issuer"),
-    ("unable to verify the first certificate", "unknown_issuer"),
-    ("hostname mismatch", "hostname_mismatch"),
-    ("ip address mismatch", "hostname_mismatch"),
-    ("certificate has expired", "expired"),
-    ("certificate is not yet valid", "not_yet_valid"),
-)
-
 # What OpenSSL says when the bytes after our ClientHello are not a TLS record: the peer speaks plaintext
-# (an SMTP greeting, an HTTP response). Reasons as ssl.SSLError.reason, texts for errors that lost it.
+# (an SMTP greeting, an HTTP response), as ssl.SSLError.reason.
 _PLAINTEXT_REASONS: Final = frozenset(
     {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST",
      "HTTPS_PROXY_REQUEST"}
-)
-_PLAINTEXT_TEXTS: Final = (
-    "wrong version number", "record layer failure", "packet length too long", "http request"
 )
 
 _EXPIRY_WARNING_DAYS: Final = 30
@@ -145,33 +125,24 @@ def _build_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
     return context
 
 
-def trust_kind(err: ssl.SSLCertVerificationError) -> TrustKind:
-    """Which trust failure OpenSSL reported: by verify code; by message text only when the code is missing."""
-    code = _verify_code(err)
-    if code is not None:
-        return _TRUST_KIND_BY_CODE.get(code, "untrusted")
-    text = _verify_message(err).lower()
-    for needle, kind in _TRUST_KIND_BY_TEXT:
-        if needle in text:
-            return kind
-    return "untrusted"
+def trust_kind(err: ssl.SSLCertVerificationError) -> TlsKind:
+    """Which trust failure OpenSSL reported, by its verify code (the ssl module always sets it)."""
+    return _TRUST_KIND_BY_CODE.get(err.verify_code, TlsKind.UNTRUSTED)
 
 
 def trust_detail(err: ssl.SSLCertVerificationError) -> dict[str, Any]:
     """OpenSSL's own words: 18 (self-signed leaf) and 19 (self-signed root in a chain) stay distinct here."""
-    return {"verify_code": _verify_code(err), "verify_message": _verify_message(err)}
+    return {"verify_code": err.verify_code, "verify_message": err.verify_message}
 
 
-def handshake_kind(err: BaseException) -> HandshakeKind:
+def handshake_kind(err: BaseException) -> TlsKind:
     """"not_tls" when the peer answered our ClientHello in plaintext; "handshake_failed" for anything else."""
-    if isinstance(err, ssl.SSLError) and not isinstance(err, ssl.SSLCertVerificationError):
-        reason = getattr(err, "reason", None)
-        if isinstance(reason, str) and reason.upper() in _PLAINTEXT_REASONS:
-            return "not_tls"
-        text = str(err).lower()
-        if any(needle in text for needle in _PLAINTEXT_TEXTS):
-            return "not_tls"
-    return "handshake_failed"
+    plaintext = (
+        isinstance(err, ssl.SSLError)
+        and not isinstance(err, ssl.SSLCertVerificationError)
+        and str(err.reason).upper() in _PLAINTEXT_REASONS
+    )
+    return TlsKind.NOT_TLS if plaintext else TlsKind.HANDSHAKE_FAILED
 
 
 def expiry_warning_days() -> int:
@@ -189,12 +160,12 @@ def connection_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> dict[str, Any
     }
 
 
-def describe_certificate(der: bytes, hostname: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """JSON-ready facts about a DER certificate, checked against `hostname` (a DNS name or an IP literal).
+def describe_certificate(der: bytes, *, now: datetime | None = None) -> dict[str, Any]:
+    """JSON-ready facts about a DER certificate, for people to read. Whether it is valid for the host name
+    is OpenSSL's verdict in the verifying handshake (trust_kind), not ours.
 
     Raises ValueError only when `der` is not a certificate at all; malformed extensions end up in
-    `sans_error` (with `sans` empty and `hostname_matches` False), and `self_signed` is False when the
-    signature cannot be checked.
+    `sans_error` (with `sans` empty), and `self_signed` is False when the signature cannot be checked.
     """
     parsed = _parsed_certificate(der)
     moment = now if now is not None else datetime.now(UTC)
@@ -207,7 +178,6 @@ def describe_certificate(der: bytes, hostname: str, *, now: datetime | None = No
         "days_left": (parsed.not_after - moment).days,
         "expired": moment > parsed.not_after,
         "not_yet_valid": moment < parsed.not_before,
-        "hostname_matches": hostname_matches(hostname, parsed.dns_names, parsed.ip_addresses),
     }
 
 
@@ -216,8 +186,6 @@ class _ParsedCertificate:
     facts: dict[str, Any]  # what does not depend on the time or the host name asked for
     not_before: datetime
     not_after: datetime
-    dns_names: list[str]
-    ip_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address]
 
 
 # A server shows every client the same certificate: parsing it and checking its signature once (not once
@@ -234,7 +202,6 @@ def _parsed_certificate(der: bytes) -> _ParsedCertificate:
     facts = {
         "subject": _NAME_TEXT.line(cert.subject.rfc4514_string()),
         "issuer": _NAME_TEXT.line(cert.issuer.rfc4514_string()),
-        # Matching (hostname_matches) uses the names as they are; only their description is cleaned.
         "sans": _described_names(dns_names + [str(ip) for ip in ip_addresses]),
         "sans_error": sans_error,
         "not_before": _iso_utc(cert.not_valid_before_utc),
@@ -245,7 +212,7 @@ def _parsed_certificate(der: bytes) -> _ParsedCertificate:
         "public_key": _public_key_label(cert),
         "sha256_fingerprint": cert.fingerprint(hashes.SHA256()).hex(":").upper(),
     }
-    return _ParsedCertificate(facts, cert.not_valid_before_utc, cert.not_valid_after_utc, dns_names, ip_addresses)
+    return _ParsedCertificate(facts, cert.not_valid_before_utc, cert.not_valid_after_utc)
 
 
 def _described_names(names: list[str]) -> tuple[str, ...]:
@@ -253,56 +220,6 @@ def _described_names(names: list[str]) -> tuple[str, ...]:
     shown = tuple(_NAME_TEXT.line(name) for name in names[:_MAX_DESCRIBED_SANS])
     more = len(names) - _MAX_DESCRIBED_SANS
     return (*shown, f"… ({more} more)") if more > 0 else shown
-
-
-def hostname_matches(
-    hostname: str,
-    dns_names: list[str],
-    ip_addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
-) -> bool:
-    """RFC 6125 as Python's ssl applies it: IP literals against IP SANs only; names against DNS SANs, with a
-    wildcard only as the whole left-most label, standing for exactly one label. The subject CN is never used
-    (OpenSSL is told never to check it)."""
-    host = hostname.strip().removeprefix("[").removesuffix("]")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return ip in ip_addresses
-    host_labels = _normalise_dns_name(host)
-    if host_labels is None:
-        return False
-    return any(_dns_name_matches(host_labels, pattern) for pattern in dns_names)
-
-
-def _dns_name_matches(host_labels: list[str], pattern: str) -> bool:
-    pattern_labels = _normalise_dns_name(pattern, allow_wildcard=True)
-    if pattern_labels is None or len(pattern_labels) != len(host_labels):
-        return False
-    first, *rest = pattern_labels
-    if first == "*":
-        # "*.com" is too broad: OpenSSL wants at least two labels after the wildcard.
-        return len(rest) >= 2 and rest == host_labels[1:]
-    return pattern_labels == host_labels
-
-
-def _normalise_dns_name(name: str, *, allow_wildcard: bool = False) -> list[str] | None:
-    """Lower-case A-label labels without the root dot, or None when the name cannot be a valid DNS name."""
-    name = name.rstrip(".")
-    if not name:
-        return None
-    try:
-        ascii_name = name.encode("idna").decode("ascii") if not name.isascii() else name
-    except UnicodeError:
-        return None
-    labels = ascii_name.lower().split(".")
-    for index, label in enumerate(labels):
-        if not label:
-            return None
-        if "*" in label and not (allow_wildcard and index == 0 and label == "*"):
-            return None  # partial wildcards ("f*.example.com") never match, as in Python's ssl
-    return labels
 
 
 def _subject_alt_names(
@@ -358,15 +275,3 @@ def _public_key_label(cert: x509.Certificate) -> str:
 
 def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _verify_code(err: ssl.SSLCertVerificationError) -> int | None:
-    code = getattr(err, "verify_code", None)
-    return code if isinstance(code, int) else None
-
-
-def _verify_message(err: ssl.SSLCertVerificationError) -> str:
-    message = getattr(err, "verify_message", None)
-    if isinstance(message, str) and message:
-        return message
-    return str(err)

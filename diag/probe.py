@@ -1,40 +1,30 @@
 """The SMTP conversation driver: aiosmtplib on a socket we opened to a vetted address.
 
-This is the I/O boundary. Library and socket exceptions are mapped here, once, into `ProbeError(kind)`;
-SMTP replies (any code) come back as `Reply` values, never as exceptions. Every line is recorded in the
-transcript as it is sent or received (AUTH masked by the transcript). What the server said (reply texts,
-EHLO keywords, error messages quoting its bytes) is cleaned here by the run's `ServerText` (decoded,
-no control characters, bounded, the password masked): no stage or sink ever sees it raw.
-
-    ProbeError.kind
-      refused | timeout | unreachable | connect_error      the TCP connection (open_socket)
-      greeting_timeout                                      TCP is up, the greeting never came
-      timeout | disconnected | protocol_error               a command on a live session
-      tls_verify (.cause: ssl.SSLCertVerificationError)     certificate verification failed
-      tls_handshake (.cause: ssl.SSLError or OSError)       any other handshake failure
+The socket comes from diag.transport, which also maps every library and socket exception into
+`ProbeError(kind)`, once (its docstring draws the tree); SMTP replies (any code) come back as `Reply`
+values, never as exceptions. Every line is recorded in the transcript as it is sent or received (AUTH
+masked by the transcript). What the server said (reply texts, EHLO keywords, error messages quoting its
+bytes) is cleaned here by the run's `ServerText` (decoded, no control characters, bounded, the password
+masked): no stage or sink ever sees it raw.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import socket
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from diag import certs
 from diag.config import DEFAULT_HELO_NAME, SmtpConfig
+from diag.kinds import TlsKind
 from diag.server_text import ServerText
 from diag.transcript import Transcript
-
-UNREACHABLE_ERRNOS: Final = frozenset(
-    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
-)
+from diag.transport import ProbeError, map_exception, open_socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,52 +41,6 @@ class Reply:
         return f"{self.code} {' '.join(self.text.split())}"
 
 
-class ProbeError(Exception):
-    def __init__(self, kind: str, message: str, *, cause: BaseException | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.cause = cause
-
-
-def _tls_error_in(exc: BaseException) -> ssl.SSLError | None:
-    """aiosmtplib wraps handshake errors (SSLError is an OSError) in its own: find the SSL error in the chain."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def map_exception(exc: BaseException, what: str) -> ProbeError:
-    """One place that knows aiosmtplib's and ssl's exception tree."""
-    if isinstance(exc, ProbeError):
-        return exc
-    tls = _tls_error_in(exc)
-    if isinstance(tls, ssl.SSLCertVerificationError):
-        return ProbeError("tls_verify", f"certificate verification failed: {tls.verify_message}", cause=tls)
-    if tls is not None:
-        return ProbeError("tls_handshake", f"TLS handshake failed: {tls.reason or tls}", cause=tls)
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError) and "upgrading transport" in str(exc):
-        # The server said 220 to STARTTLS, then did not complete the handshake: a TLS failure, not silence.
-        return ProbeError("tls_handshake", "the server agreed to STARTTLS but never completed the TLS handshake",
-                          cause=exc)
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
-        return ProbeError("timeout", f"no reply to {what} within the timeout", cause=exc)
-    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code < 0:
-        return ProbeError("protocol_error", f"invalid reply to {what}: {exc.message[:200]}", cause=exc)
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError | EOFError):
-        return ProbeError("disconnected", f"the server closed the connection during {what}", cause=exc)
-    if isinstance(exc, aiosmtplib.SMTPConnectError) and isinstance(exc.__cause__, ConnectionError):
-        return ProbeError("disconnected", f"the server closed the connection during {what}", cause=exc)
-    if isinstance(exc, aiosmtplib.SMTPException | OSError):
-        return ProbeError("protocol_error", f"{what} failed: {exc}", cause=exc)
-    raise exc
-
-
 def cleaned(error: ProbeError, text: ServerText) -> ProbeError:
     """The error with its message made safe: messages quote the server's bytes (an invalid reply line,
     a library error), and they become summaries, findings and notes."""
@@ -105,38 +49,12 @@ def cleaned(error: ProbeError, text: ServerText) -> ProbeError:
     return error
 
 
-def handshake_failure(error: ProbeError) -> tuple[str, str]:
+def handshake_failure(error: ProbeError) -> tuple[TlsKind, str]:
     """(kind, detail) of a failed TLS handshake, for the connect stage (implicit TLS) and the tls stage
     (STARTTLS) alike: "not_tls" when the peer answered in plaintext, else "handshake_failed"; the detail is
     the reason without our own "TLS handshake failed: " prefix, which the finding says already."""
-    kind = certs.handshake_kind(error.cause) if error.cause is not None else "handshake_failed"
+    kind = certs.handshake_kind(error.cause) if error.cause is not None else TlsKind.HANDSHAKE_FAILED
     return kind, error.message.removeprefix("TLS handshake failed: ")
-
-
-async def open_socket(address: str, port: int, timeout_s: float) -> socket.socket:
-    """A TCP connection to one vetted address, or ProbeError(refused | timeout | unreachable | connect_error)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await asyncio.get_running_loop().sock_connect(sock, (address, port))
-    except TimeoutError as exc:
-        sock.close()
-        raise ProbeError(
-            "timeout", f"no answer from {address}:{port} within {timeout_s:g} s", cause=exc
-        ) from None
-    except ConnectionRefusedError as exc:
-        sock.close()
-        raise ProbeError("refused", f"{address}:{port} refused the connection", cause=exc) from None
-    except OSError as exc:
-        sock.close()
-        kind = "unreachable" if exc.errno in UNREACHABLE_ERRNOS else "connect_error"
-        raise ProbeError(kind, f"{address}:{port}: {exc.strerror or exc}", cause=exc) from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def helo_name(config: SmtpConfig) -> str:

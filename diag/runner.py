@@ -18,9 +18,11 @@ from typing import Final
 
 from diag.config import SmtpConfig
 from diag.findings import finding_for
+from diag.kinds import AnyKind
 from diag.logging import LibraryLogger, get_logger
 from diag.policy import EgressPolicy
 from diag.report import Event, Report, RunFinished, StageFinished, StageResult, StageStarted, Status
+from diag.resolver import Resolver
 from diag.server_text import ServerText
 from diag.stages import auth, config_check, connect, dns, ehlo, envelope, tls
 from diag.stages.base import Outcome, RunContext
@@ -57,13 +59,19 @@ async def run_events(
     run_id: str | None = None,
     admit_addresses: Callable[[list[str]], str | None] | None = None,
     max_duration_s: float | None = None,
+    resolver: Resolver | None = None,
 ) -> AsyncGenerator[Event, None]:
     """The run's events. `admit_addresses` is asked before connecting (see RunContext); `max_duration_s`
-    caps the budget the timeouts add up to (the service's bound on a run's wall time)."""
+    caps the budget the timeouts add up to (the service's bound on a run's wall time); `resolver` answers
+    the dns stage's questions (by default the system's, with the environment's developer knobs)."""
     run_id = run_id or uuid.uuid4().hex
     started_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     ctx = RunContext(
-        config=config, policy=policy or EgressPolicy.default(), run_id=run_id, admit_addresses=admit_addresses
+        config=config,
+        policy=policy or EgressPolicy.default(),
+        run_id=run_id,
+        admit_addresses=admit_addresses,
+        resolver=resolver or Resolver.from_environment(),
     )
     transcript = Transcript(ctx.started, server_text=ServerText.for_config(config))
     ctx.transcript = transcript
@@ -121,9 +129,15 @@ async def run(
     run_id: str | None = None,
     admit_addresses: Callable[[list[str]], str | None] | None = None,
     max_duration_s: float | None = None,
+    resolver: Resolver | None = None,
 ) -> Report:
     events = run_events(
-        config, policy=policy, run_id=run_id, admit_addresses=admit_addresses, max_duration_s=max_duration_s
+        config,
+        policy=policy,
+        run_id=run_id,
+        admit_addresses=admit_addresses,
+        max_duration_s=max_duration_s,
+        resolver=resolver,
     )
     async for event in events:
         if isinstance(event, RunFinished):
@@ -153,7 +167,7 @@ async def _run_stage(
             outcome = await check(ctx)
     except TimeoutError:
         transcript.note("the run's overall time budget ran out")
-        outcome = Outcome(Status.FAILED, "The run's overall time budget ran out.", kind="budget_exceeded")
+        outcome = Outcome.failed("The run's overall time budget ran out.", AnyKind.BUDGET_EXCEEDED)
     except Exception as exc:  # a bug of ours must not crash the run or lose the report
         # Neither the message nor locals: a bug's message may quote the password. Where it broke is enough.
         frames = traceback.extract_tb(exc.__traceback__)[-3:]
@@ -163,15 +177,13 @@ async def _run_stage(
             error_type=type(exc).__name__,
             at=[f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames],
         )
-        outcome = Outcome(
-            Status.FAILED,
-            f"The {name} check stopped on an unexpected error ({type(exc).__name__}).",
-            kind="internal_error",
+        outcome = Outcome.failed(
+            f"The {name} check stopped on an unexpected error ({type(exc).__name__}).", AnyKind.INTERNAL_ERROR
         )
     duration_ms = (time.monotonic() - t0) * 1000.0
     finding = None
-    if outcome.status in (Status.FAILED, Status.WARNING) and outcome.kind:
-        finding = finding_for(name, outcome.kind, ctx.config, outcome.reply_code, outcome.server_text)
+    if outcome.status in (Status.FAILED, Status.WARNING) and outcome.kind is not None:
+        finding = finding_for(name, outcome.kind, ctx.config, outcome.reply_code, outcome.detail)
     additional = tuple(finding_for(name, kind, ctx.config, None, text) for kind, text in outcome.also)
     return StageResult(
         name=name,

@@ -193,15 +193,16 @@ class DnsResponder:
 def point_dns_stage_at(
     responder: DnsResponder, monkeypatch: pytest.MonkeyPatch, system_dir: Path | None = None
 ) -> None:
-    """Make diag.stages.dns ask `responder`: for configs with dns_servers=("127.0.0.1",), and, when
-    `system_dir` is given, also for configs without dns_servers (a resolv.conf written there)."""
-    from diag.stages import dns as dns_stage
+    """Make the runs' resolvers (diag.resolver, built from the environment) ask `responder`: for configs with
+    dns_servers=("127.0.0.1",), and, when `system_dir` is given, also for configs without dns_servers (a
+    resolv.conf written there)."""
+    from diag import resolver
 
-    monkeypatch.setenv(dns_stage.DNS_PORT_ENV, str(responder.port))
+    monkeypatch.setenv(resolver.DNS_PORT_ENV, str(responder.port))
     if system_dir is not None:
         resolv_conf = system_dir / "resolv.conf"
         resolv_conf.write_text(f"nameserver {responder.address}\n")
-        monkeypatch.setenv(dns_stage.RESOLV_CONF_ENV, str(resolv_conf))
+        monkeypatch.setenv(resolver.RESOLV_CONF_ENV, str(resolv_conf))
 
 
 def _rules(entries: Iterable[str]) -> set[tuple[dns.name.Name, str | None]]:

@@ -3,6 +3,10 @@
 A stage is `async def check(ctx: RunContext) -> Outcome`. It never raises for network or protocol
 trouble: it maps errors at the I/O boundary into an Outcome with a failure `kind`. The runner times the
 stage, slices the transcript and turns `kind` into a Finding (diag.findings) with cause and fix.
+
+Build outcomes with the constructors: `Outcome.failed(summary, kind, reply=reply, **facts)` carries the
+SMTP reply that decided it (code and text); `detail=` carries our own words instead (a field name, a
+policy reason, a day count) for the finding's {reply}.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diag.config import SmtpConfig
+from diag.kinds import Kind
 from diag.report import Status
+from diag.resolver import Resolver
 
 if TYPE_CHECKING:
     from diag.policy import EgressPolicy
-    from diag.probe import Probe
+    from diag.probe import Probe, Reply
     from diag.transcript import Transcript
 
 
@@ -26,18 +32,63 @@ class Outcome:
     status: Status
     summary: str
     facts: dict[str, Any] = field(default_factory=dict)
-    kind: str | None = None  # failure or warning kind: the finding code is "<stage>.<kind>"
+    kind: Kind | None = None  # failure or warning kind: its finding (diag.kinds, diag.findings)
     reply_code: int | None = None  # the SMTP reply that decided it, when there was one
-    server_text: str | None = None  # that reply's text, for provider-specific findings
-    also: list[tuple[str, str | None]] = field(default_factory=list)  # further (kind, server_text) warnings
+    # What decided it, for the finding's {reply}: that reply's text, or our own words (a field name, a
+    # policy reason, a day count) when no reply did.
+    detail: str | None = None
+    also: list[tuple[Kind, str | None]] = field(default_factory=list)  # further (kind, detail) warnings
 
     @classmethod
-    def passed(cls, summary: str, **facts: Any) -> Outcome:
+    def passed(cls, summary: str, /, **facts: Any) -> Outcome:
         return cls(Status.PASSED, summary, facts)
 
     @classmethod
-    def skipped(cls, summary: str, **facts: Any) -> Outcome:
+    def skipped(cls, summary: str, /, **facts: Any) -> Outcome:
         return cls(Status.SKIPPED, summary, facts)
+
+    @classmethod
+    def failed(
+        cls, summary: str, kind: Kind, /, *, reply: Reply | None = None, detail: str | None = None, **facts: Any
+    ) -> Outcome:
+        return cls._judged(Status.FAILED, summary, kind, reply, detail, facts)
+
+    @classmethod
+    def warning(
+        cls,
+        summary: str,
+        kind: Kind,
+        /,
+        *,
+        reply: Reply | None = None,
+        detail: str | None = None,
+        also: list[tuple[Kind, str | None]] | None = None,
+        **facts: Any,
+    ) -> Outcome:
+        return cls._judged(Status.WARNING, summary, kind, reply, detail, facts, also or [])
+
+    @classmethod
+    def _judged(
+        cls,
+        status: Status,
+        summary: str,
+        kind: Kind,
+        reply: Reply | None,
+        detail: str | None,
+        facts: dict[str, Any],
+        also: list[tuple[Kind, str | None]] | None = None,
+    ) -> Outcome:
+        if reply is not None and detail is not None:
+            raise ValueError("give the reply that decided it, or a detail of our own, not both")
+        return cls(
+            status,
+            summary,
+            facts,
+            kind,
+            reply_code=reply.code if reply is not None else None,
+            detail=reply.text if reply is not None else detail,
+            also=also or [],
+        )
 
 
 @dataclass(slots=True)
@@ -46,6 +97,9 @@ class RunContext:
     policy: EgressPolicy
     started: float = field(default_factory=time.monotonic)
     run_id: str = ""
+    # Name resolution (the test seam for DNS). The runner builds it from the environment once per run; a
+    # context built by hand, as tests of a single stage do, gets the same default.
+    resolver: Resolver = field(default_factory=Resolver.from_environment)
     # Asked by the dns stage with the addresses it is about to connect to: None to go on, else why not
     # (the service's per-target rate limit, keyed by address so that no spelling of a host escapes it).
     admit_addresses: Callable[[list[str]], str | None] | None = None

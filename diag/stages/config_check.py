@@ -14,7 +14,7 @@ from typing import Any, Final
 from diag.certs import ca_bundle_problem
 from diag.config import CONFIG_FIELDS, FIELDS_BY_NAME, SmtpConfig, TlsMode
 from diag.fields import FORBIDDEN_CHARACTERS, Text
-from diag.report import Status
+from diag.kinds import ConfigKind, Kind
 from diag.secret import Secret
 from diag.stages.base import Outcome, RunContext
 
@@ -63,35 +63,35 @@ async def check(ctx: RunContext) -> Outcome:
     failure = _failure(config)
     if failure is not None:
         kind, detail, summary = failure
-        return Outcome(Status.FAILED, summary, facts, kind=kind, server_text=detail)
+        return Outcome.failed(summary, kind, detail=detail, **facts)
 
-    warnings: list[tuple[str, str | None]] = []  # (kind, detail), most likely to break things first
+    warnings: list[tuple[Kind, str | None]] = []  # (kind, detail), most likely to break things first
     mismatch = (config.port == 465 and config.tls_mode in (TlsMode.STARTTLS, TlsMode.NONE)) or (
         config.port in (25, 587) and config.tls_mode is TlsMode.IMPLICIT
     )
     if mismatch:
-        warnings.append(("port_tls_mismatch", config.tls_mode.value))
+        warnings.append((ConfigKind.PORT_TLS_MISMATCH, config.tls_mode.value))
     if config.insecure_skip_tls_verify:
-        warnings.append(("insecure_skip_verify", ""))
+        warnings.append((ConfigKind.INSECURE_SKIP_VERIFY, ""))
     if config.anonymous:
-        warnings.append(("anonymous", ""))
+        warnings.append((ConfigKind.ANONYMOUS, ""))
     if not warnings:
         auth = "authenticated" if not config.anonymous else "anonymous"
         return Outcome.passed(
             f"Configuration is well-formed ({auth}, TLS mode {config.tls_mode.value}).", **facts
         )
 
-    kind, warning_detail = warnings[0]
-    names = {
-        "port_tls_mismatch": "TLS mode does not match the port",
-        "insecure_skip_verify": "certificate verification is off",
-        "anonymous": "anonymous SMTP (no username and password)",
+    first, warning_detail = warnings[0]
+    names: dict[Kind, str] = {
+        ConfigKind.PORT_TLS_MISMATCH: "TLS mode does not match the port",
+        ConfigKind.INSECURE_SKIP_VERIFY: "certificate verification is off",
+        ConfigKind.ANONYMOUS: "anonymous SMTP (no username and password)",
     }
     summary = "Configuration works but: " + "; ".join(names[k] for k, _ in warnings) + "."
-    return Outcome(Status.WARNING, summary, facts, kind=kind, server_text=warning_detail, also=warnings[1:])
+    return Outcome.warning(summary, first, detail=warning_detail, also=warnings[1:], **facts)
 
 
-def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
+def _failure(config: SmtpConfig) -> tuple[ConfigKind, str, str] | None:
     for f in CONFIG_FIELDS:
         if not f.value.reaches_smtp:
             continue  # PEM text is multi-line by nature and never reaches the SMTP socket
@@ -100,39 +100,39 @@ def _failure(config: SmtpConfig) -> tuple[str, str, str] | None:
         texts = text if isinstance(text, tuple) else (text,)
         if any(isinstance(t, str) and FORBIDDEN_CHARACTERS.search(t) for t in texts):
             return (
-                "forbidden_characters",
+                ConfigKind.FORBIDDEN_CHARACTERS,
                 f.name,
                 f"The {f.name} field contains CR, LF or NUL characters; nothing was sent.",
             )
     problem = host_problem(config.host)
     if problem:
-        return ("invalid_host", repr(config.host)[:100], f"Outgoing server {config.host!r:.100}: {problem}.")
+        return (ConfigKind.INVALID_HOST, repr(config.host)[:100], f"Outgoing server {config.host!r:.100}: {problem}.")
     if not 1 <= config.port <= 65535:
-        return ("invalid_port", str(config.port), f"Port {config.port} is outside 1-65535.")
+        return (ConfigKind.INVALID_PORT, str(config.port), f"Port {config.port} is outside 1-65535.")
     if not EMAIL.match(config.from_email):
         return (
-            "invalid_from_email",
+            ConfigKind.INVALID_FROM_EMAIL,
             repr(config.from_email)[:100],
             f"From email {config.from_email!r:.100} is not a plain address like name@example.com.",
         )
     if bool(config.username) != bool(config.password):
         given = "username without a password" if config.username else "password without a username"
-        return ("partial_credentials", given, f"A {given} is set; give both or neither.")
+        return (ConfigKind.PARTIAL_CREDENTIALS, given, f"A {given} is set; give both or neither.")
     if config.send_test_message and not config.recipient:
-        return ("invalid_recipient", "", "Sending a test message needs a test recipient.")
+        return (ConfigKind.INVALID_RECIPIENT, "", "Sending a test message needs a test recipient.")
     if config.recipient and not EMAIL.match(config.recipient):
         return (
-            "invalid_recipient",
+            ConfigKind.INVALID_RECIPIENT,
             repr(config.recipient)[:100],
             f"Test recipient {config.recipient!r:.100} is not a plain address.",
         )
     if config.ca_bundle is not None:
         problem = ca_bundle_problem(config.ca_bundle)
         if problem is not None:
-            return ("invalid_ca_bundle", problem, f"The CA bundle cannot be used: {problem}.")
+            return (ConfigKind.INVALID_CA_BUNDLE, problem, f"The CA bundle cannot be used: {problem}.")
     if config.helo_name and _shape_problem("helo_name", config.helo_name):
         return (
-            "invalid_helo_name",
+            ConfigKind.INVALID_HELO_NAME,
             repr(config.helo_name)[:100],
             f"HELO name {config.helo_name!r:.100} is not a host name or address literal.",
         )

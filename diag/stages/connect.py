@@ -15,13 +15,24 @@ from typing import Any, Final
 
 from diag import certs
 from diag.config import TlsMode
-from diag.probe import Probe, ProbeError, handshake_failure, open_socket
-from diag.report import Status
+from diag.kinds import AnyKind, ConnectKind, TlsKind
+from diag.probe import Probe, handshake_failure
 from diag.server_text import decode_bytes
 from diag.stages.base import Outcome, RunContext
+from diag.transport import ProbeError, ProbeErrorKind, completes_tls_handshake, exchange
 
-# Ordered by how much each tells a person: a timeout (firewall) is more telling than a refusal elsewhere.
-CONNECT_KIND_ORDER: Final = ("timeout", "refused", "unreachable", "connect_error")
+# The TCP failures, ordered by how much each tells a person: a timeout (firewall) is more telling than a
+# refusal elsewhere; a block by this machine's own policy is the same for every address.
+CONNECT_KIND_ORDER: Final[tuple[ProbeErrorKind, ...]] = (
+    "timeout", "blocked", "refused", "unreachable", "connect_error"
+)
+TCP_KINDS: Final[dict[ProbeErrorKind, ConnectKind]] = {
+    "timeout": ConnectKind.TIMEOUT,  # a TCP connect timeout is a firewall's silence, not a stalled server
+    "blocked": ConnectKind.BLOCKED,
+    "refused": ConnectKind.REFUSED,
+    "unreachable": ConnectKind.UNREACHABLE,
+    "connect_error": ConnectKind.UNREACHABLE,  # the likeliest reading; the finding quotes the kernel's words
+}
 SNIFF_LIMIT: Final = 512
 SNIFF_TIMEOUT_S: Final = 2.0
 NOT_SMTP_BANNERS: Final = (
@@ -39,39 +50,41 @@ async def check(ctx: RunContext) -> Outcome:
     implicit = config.effective_tls_mode is TlsMode.IMPLICIT
     attempts: dict[str, str] = {}
     facts: dict[str, Any] = {"attempts": attempts, "implicit_tls": implicit}
-    last_error: ProbeError | None = None
+    errors: dict[ProbeErrorKind, ProbeError] = {}
     for address in ctx.addresses:
         try:
             probe = await _open(ctx, address, implicit)
         except ProbeError as error:
             attempts[address] = error.kind
             if error.kind in CONNECT_KIND_ORDER:  # TCP failed (the probe notes its own failures after TCP)
-                ctx.transcript.note(error.message)
-                last_error = error
+                ctx.transcript.note(f"{address}:{config.port}: {error.message}")
+                errors.setdefault(error.kind, error)
                 continue  # try the next address, as mail clients do
             facts["connected_address"] = address
             return await _after_connect_failure(ctx, address, error, facts)
         attempts[address] = "connected"
         facts["connected_address"] = address
         return _greeted(ctx, probe, facts)
+    return _not_connected(ctx, errors, facts)
 
-    kinds = set(attempts.values())
-    kind = next((k for k in CONNECT_KIND_ORDER if k in kinds), "connect_error")
+
+def _not_connected(ctx: RunContext, errors: dict[ProbeErrorKind, ProbeError], facts: dict[str, Any]) -> Outcome:
+    """No address answered: the most telling failure, said once, with the host as the user typed it."""
+    config = ctx.config
     where = f"{config.host}:{config.port}"
-    summaries = {
-        "timeout": f"No answer from {where} within {config.timeout_s:g} s (tried {len(attempts)} address(es)).",
-        "refused": f"{where} refused the connection (tried {len(attempts)} address(es)).",
+    tried = f"tried {len(facts['attempts'])} address(es)"
+    kind = next((k for k in CONNECT_KIND_ORDER if k in errors), None)
+    if kind is None:  # no address to try: the dns stage passes only with at least one
+        return Outcome.failed(f"No address of {where} to connect to.", ConnectKind.UNREACHABLE, **facts)
+    error = errors[kind]
+    summaries: dict[ProbeErrorKind, str] = {
+        "timeout": f"No answer from {where} within {config.timeout_s:g} s ({tried}).",
+        "refused": f"{where} refused the connection ({tried}).",
+        "blocked": f"The connection to {where} was blocked on this machine: {error.message} ({tried}).",
         "unreachable": f"No route to {where}.",
     }
-    summary = summaries.get(kind, f"Could not connect to {where}: {last_error.message if last_error else ''}")
-    detail = last_error.message if last_error else ""
-    return Outcome(
-        Status.FAILED,
-        summary,
-        facts,
-        kind=kind if kind != "connect_error" else "unreachable",
-        server_text=detail,
-    )
+    summary = summaries.get(kind, f"Could not connect to {where}: {error.message} ({tried}).")
+    return Outcome.failed(summary, TCP_KINDS[kind], detail=error.message, **facts)
 
 
 async def _open(ctx: RunContext, address: str, implicit: bool) -> Probe:
@@ -101,16 +114,14 @@ def _greeted(ctx: RunContext, probe: Probe, facts: dict[str, Any]) -> Outcome:
         facts["tls"] = True
     where = f"{probe.address}:{ctx.config.port}"
     if greeting.code != 220:
-        return Outcome(
-            Status.FAILED,
+        return Outcome.failed(
             f"{where} greeted with {greeting.code}: the server refuses this session.",
-            facts,
-            kind="greeting_rejected",
-            reply_code=greeting.code,
-            server_text=greeting.text,
+            ConnectKind.GREETING_REJECTED,
+            reply=greeting,
+            **facts,
         )
     tls = " over implicit TLS" if probe.implicit_tls else ""
-    return Outcome(Status.PASSED, f"Connected to {where}{tls}; greeting: {str(greeting)[:120]}", facts)
+    return Outcome.passed(f"Connected to {where}{tls}; greeting: {str(greeting)[:120]}", **facts)
 
 
 async def _after_connect_failure(
@@ -121,43 +132,31 @@ async def _after_connect_failure(
     where = f"{address}:{config.port}"
     if error.kind == "tls_handshake":
         kind, detail = handshake_failure(error)
-        if kind == "not_tls":
-            return Outcome(
-                Status.FAILED,
+        if kind is TlsKind.NOT_TLS:
+            return Outcome.failed(
                 f"{where} answered the TLS handshake in plaintext: it speaks plain SMTP "
                 "(STARTTLS), not implicit TLS.",
-                facts,
-                kind="tls.not_tls",
-                server_text=detail,
+                kind,
+                detail=detail,
+                **facts,
             )
-        return Outcome(
-            Status.FAILED,
-            f"TLS handshake with {where} failed: {detail}.",
-            facts,
-            kind="tls.handshake_failed",
-            server_text=detail,
-        )
+        return Outcome.failed(f"TLS handshake with {where} failed: {detail}.", kind, detail=detail, **facts)
     if error.kind == "protocol_error":
         banner = _known_banner(error.message)
         if banner is None:
-            return Outcome(
-                Status.FAILED,
+            return Outcome.failed(
                 f"{where} sent something that is not an SMTP greeting ({' '.join(error.message.split())[:200]}).",
-                facts,
-                kind="protocol_error",
-                server_text=error.message,
+                AnyKind.PROTOCOL_ERROR,
+                detail=error.message,
+                **facts,
             )
         facts["banner"] = banner
-        return Outcome(
-            Status.FAILED,
-            f"{where} is not an SMTP server: it sent {banner}.",
-            facts,
-            kind="not_smtp",
-            server_text=banner,
+        return Outcome.failed(
+            f"{where} is not an SMTP server: it sent {banner}.", ConnectKind.NOT_SMTP, detail=banner, **facts
         )
     if error.kind == "disconnected":
-        return Outcome(
-            Status.FAILED, f"{where} closed the connection before greeting.", facts, kind="closed_by_server"
+        return Outcome.failed(
+            f"{where} closed the connection before greeting.", ConnectKind.CLOSED_BY_SERVER, **facts
         )
     # timeout: silence. Does the port want implicit TLS? Does it speak HTTP? Both questions at once, on
     # fresh connections, so a silent port costs two timeouts, not three.
@@ -170,27 +169,21 @@ async def _after_connect_failure(
         tls_task.cancel()
     if answers_tls:
         facts["implicit_tls_detected"] = True
-        return Outcome(
-            Status.FAILED,
+        return Outcome.failed(
             f"{where} sent no greeting in {config.timeout_s:g} s but answered a TLS "
             "handshake: this port uses implicit TLS (SMTPS).",
-            facts,
-            kind="implicit_tls_expected",
+            ConnectKind.IMPLICIT_TLS_EXPECTED,
+            **facts,
         )
     if answer is not None:
         facts["banner"] = answer
-        return Outcome(
-            Status.FAILED,
-            f"{where} is not an SMTP server: it answered {answer}.",
-            facts,
-            kind="not_smtp",
-            server_text=answer,
+        return Outcome.failed(
+            f"{where} is not an SMTP server: it answered {answer}.", ConnectKind.NOT_SMTP, detail=answer, **facts
         )
-    return Outcome(
-        Status.FAILED,
+    return Outcome.failed(
         f"{where} accepted the connection but sent no greeting in {config.timeout_s:g} s.",
-        facts,
-        kind="no_greeting",
+        ConnectKind.NO_GREETING,
+        **facts,
     )
 
 
@@ -209,47 +202,27 @@ async def _false() -> bool:
 
 async def _answers_tls(ctx: RunContext, address: str) -> bool:
     config = ctx.config
-    try:
-        sock = await open_socket(address, config.port, config.timeout_s)
-    except ProbeError:
-        return False
-    try:
-        context = await certs.client_context_async(ca_bundle=None, verify=False)
-        async with asyncio.timeout(config.timeout_s):
-            _, writer = await asyncio.open_connection(sock=sock, ssl=context, server_hostname=config.host)
-    except (OSError, TimeoutError, ssl.SSLError):
-        sock.close()
-        return False
-    except BaseException:  # cancelled: the socket must not outlive the run
-        sock.close()
-        raise
-    ctx.transcript.note(f"a second connection to {address}:{config.port} completed a TLS handshake")
-    # abort, not close: a TLS close waits for the server's close_notify, and the socket with it.
-    writer.transport.abort()
-    return True
+    context = await certs.client_context_async(ca_bundle=None, verify=False)
+    answered = await completes_tls_handshake(address, config.port, config.host, context, config.timeout_s)
+    if answered:
+        ctx.transcript.note(f"a second connection to {address}:{config.port} completed a TLS handshake")
+    return answered
 
 
 async def _sniff(ctx: RunContext, address: str) -> str | None:
     """Say QUIT on a silent port and read a little: an HTTP server answers with a status line."""
     config = ctx.config
-    try:
-        sock = await open_socket(address, config.port, config.timeout_s)
-    except ProbeError:
+    data = await exchange(
+        address,
+        config.port,
+        b"QUIT\r\n\r\n",
+        limit=SNIFF_LIMIT,
+        connect_timeout_s=config.timeout_s,
+        read_timeout_s=min(SNIFF_TIMEOUT_S, config.timeout_s),
+    )
+    if data is None:
         return None
-    try:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=SNIFF_LIMIT * 2)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        writer.write(b"QUIT\r\n\r\n")
-        ctx.transcript.client("QUIT")
-        async with asyncio.timeout(min(SNIFF_TIMEOUT_S, config.timeout_s)):
-            data = await reader.read(SNIFF_LIMIT)
-    except (OSError, TimeoutError):
-        data = b""
-    finally:
-        writer.close()
+    ctx.transcript.client("QUIT")
     # The transcript would clean it too; the banner name quotes it, so it is cleaned before anything reads it.
     text = ctx.transcript.server_text.reply(decode_bytes(data))
     if text.strip():

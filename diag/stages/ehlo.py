@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from diag.probe import ProbeError
-from diag.report import Status
+from diag.kinds import EhloKind
 from diag.stages.base import Outcome, RunContext
+from diag.transport import ProbeError
 
 INTERESTING: tuple[str, ...] = ("starttls", "auth", "size", "8bitmime", "smtputf8", "pipelining", "chunking")
 
@@ -19,38 +19,28 @@ async def check(ctx: RunContext) -> Outcome:
             reply = await probe.helo()
             esmtp = False
     except ProbeError as error:
-        return Outcome(
-            Status.FAILED, f"EHLO failed: {error.message}.", kind=error.kind, server_text=error.message
-        )
+        return Outcome.failed(f"EHLO failed: {error.message}.", error.finding_kind, detail=error.message)
     if reply.code != 250:
         if esmtp:
-            return Outcome(
-                Status.FAILED,
-                f"The server answered EHLO with {reply}.",
-                {"ehlo_reply": str(reply)},
-                kind="rejected",
-                reply_code=reply.code,
-                server_text=reply.text,
+            return Outcome.failed(
+                f"The server answered EHLO with {reply}.", EhloKind.REJECTED, reply=reply, ehlo_reply=str(reply)
             )
-        return Outcome(
-            Status.FAILED,
+        return Outcome.failed(
             f"The server rejected EHLO ({ehlo_reply}) and HELO ({reply}).",
-            {"ehlo_reply": str(ehlo_reply), "helo_reply": str(reply)},
-            kind="rejected",
-            reply_code=reply.code,
-            server_text=reply.text,
+            EhloKind.REJECTED,
+            reply=reply,
+            ehlo_reply=str(ehlo_reply),
+            helo_reply=str(reply),
         )
     facts = probe.capability_facts()
     facts["esmtp"] = esmtp
     facts["server_name"] = reply.text.splitlines()[0].split(" ", 1)[0] if reply.text else ""
     if not esmtp:
-        return Outcome(
-            Status.WARNING,
+        return Outcome.warning(
             f"The server refused EHLO ({ehlo_reply}) and only speaks HELO (no ESMTP): no STARTTLS, no AUTH.",
-            facts,
-            kind="helo_only",
-            reply_code=ehlo_reply.code,
-            server_text=ehlo_reply.text,
+            EhloKind.HELO_ONLY,
+            reply=ehlo_reply,
+            **facts,
         )
     offered = ", ".join(facts["capabilities"]) or "no extensions"
-    return Outcome(Status.PASSED, f"EHLO accepted; the server offers {offered}.", facts)
+    return Outcome.passed(f"EHLO accepted; the server offers {offered}.", **facts)

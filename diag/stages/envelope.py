@@ -12,9 +12,10 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Final
 
-from diag.probe import ProbeError, Reply
-from diag.report import Status
+from diag.kinds import Kind, MailFromKind, RcptToKind, SendKind
+from diag.probe import Reply
 from diag.stages.base import Outcome, RunContext
+from diag.transport import ProbeError
 
 TEST_SUBJECT: Final = "smtp-diag test message"
 
@@ -24,31 +25,31 @@ def _enhanced(text: str) -> str:
     return first if first[:1].isdigit() and first.count(".") == 2 else ""
 
 
-def mail_from_kind(reply: Reply) -> str:
+def mail_from_kind(reply: Reply) -> MailFromKind:
     enhanced = _enhanced(reply.text)
     if (reply.code in (530, 538) and "starttls" in reply.text.lower()) or enhanced == "5.7.11":
-        return "tls_required"
+        return MailFromKind.TLS_REQUIRED
     if reply.code == 530 or (enhanced in ("5.7.0", "5.7.57") and "auth" in reply.text.lower()):
-        return "auth_required"
+        return MailFromKind.AUTH_REQUIRED
     if reply.code in (501, 555) or enhanced == "5.5.4" or enhanced == "5.1.7":
-        return "syntax"
+        return MailFromKind.SYNTAX
     if 400 <= reply.code < 500:
-        return "temporary"
+        return MailFromKind.TEMPORARY
     if reply.code in (550, 553, 554, 551) or enhanced.startswith("5.7") or enhanced.startswith("5.1"):
-        return "sender_rejected"
-    return "rejected"
+        return MailFromKind.SENDER_REJECTED
+    return MailFromKind.REJECTED
 
 
-def rcpt_kind(reply: Reply) -> str:
+def rcpt_kind(reply: Reply) -> RcptToKind:
     text = reply.text.lower()
     enhanced = _enhanced(reply.text)
     if 400 <= reply.code < 500:
-        return "temporary"
+        return RcptToKind.TEMPORARY
     if "relay" in text or enhanced == "5.7.1":
-        return "relay_denied"
+        return RcptToKind.RELAY_DENIED
     if enhanced in ("5.1.1", "5.1.10") or "unknown" in text or "does not exist" in text or "no such" in text:
-        return "unknown_recipient"
-    return "rejected"
+        return RcptToKind.UNKNOWN_RECIPIENT
+    return RcptToKind.REJECTED
 
 
 async def check_mail_from(ctx: RunContext) -> Outcome:
@@ -106,12 +107,12 @@ async def check_send(ctx: RunContext) -> Outcome:
     )
 
 
-def data_kind(reply: Reply) -> str:
+def data_kind(reply: Reply) -> SendKind:
     if reply.code == 552:
-        return "too_large"
+        return SendKind.TOO_LARGE
     if 400 <= reply.code < 500:
-        return "temporary"
-    return "rejected"
+        return SendKind.TEMPORARY
+    return SendKind.REJECTED
 
 
 async def _step(
@@ -119,7 +120,7 @@ async def _step(
     what: str,
     payload: str | bytes,
     accepted: tuple[int, ...],
-    kind_of: Callable[[Reply], str],
+    kind_of: Callable[[Reply], Kind],
     refused: str,
 ) -> Reply | Outcome:
     """One envelope command (a line, or a whole message for DATA): the accepted reply, or the failed outcome."""
@@ -128,18 +129,11 @@ async def _step(
     try:
         reply = await (probe.data(payload) if isinstance(payload, bytes) else probe.command(payload))
     except ProbeError as error:
-        return Outcome(Status.FAILED, f"{what} failed: {error.message}.", kind=error.kind, server_text=error.message)
+        return Outcome.failed(f"{what} failed: {error.message}.", error.finding_kind, detail=error.message)
     if reply.code in accepted:
         return reply
     key = what.lower().replace(" ", "_") + "_reply"
-    return Outcome(
-        Status.FAILED,
-        f"{refused}: {reply}.",
-        {key: str(reply)},
-        kind=kind_of(reply),
-        reply_code=reply.code,
-        server_text=reply.text,
-    )
+    return Outcome.failed(f"{refused}: {reply}.", kind_of(reply), reply=reply, **{key: str(reply)})
 
 
 def test_message(from_email: str, recipient: str, run_id: str) -> bytes:

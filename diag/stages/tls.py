@@ -12,9 +12,10 @@ from typing import Any
 
 from diag import certs
 from diag.config import TlsMode
-from diag.probe import Probe, ProbeError, handshake_failure
-from diag.report import Status
+from diag.kinds import EhloKind, TlsKind
+from diag.probe import Probe, handshake_failure
 from diag.stages.base import Outcome, RunContext
+from diag.transport import ProbeError
 
 OLD_PROTOCOLS = frozenset({"SSLv3", "TLSv1", "TLSv1.1"})
 
@@ -27,22 +28,21 @@ async def check(ctx: RunContext) -> Outcome:
     if mode is TlsMode.NONE:
         if config.anonymous:
             return Outcome.skipped("TLS mode is 'none': the session stays plaintext.")
-        return Outcome(
-            Status.WARNING,
+        return Outcome.warning(
             "TLS mode is 'none': the username and password will be sent unencrypted.",
-            {"tls": False},
-            kind="plaintext_credentials",
+            TlsKind.PLAINTEXT_CREDENTIALS,
+            tls=False,
         )
     if mode is TlsMode.IMPLICIT:
         return _judge(ctx, probe, "implicit TLS")
 
     if "starttls" not in probe.extensions:
-        facts: dict[str, Any] = {"tls": False, "starttls_offered": False}
         # Credentials never go in clear; anonymous mail in clear is a warning unless STARTTLS was demanded.
-        status = (
-            Status.FAILED if (not config.anonymous or config.tls_mode is TlsMode.STARTTLS) else Status.WARNING
+        fatal = not config.anonymous or config.tls_mode is TlsMode.STARTTLS
+        judged = Outcome.failed if fatal else Outcome.warning
+        return judged(
+            "The server does not offer STARTTLS.", TlsKind.STARTTLS_NOT_OFFERED, tls=False, starttls_offered=False
         )
-        return Outcome(status, "The server does not offer STARTTLS.", facts, kind="starttls_not_offered")
 
     verified = await certs.client_context_async(ca_bundle=config.ca_bundle, verify=True)
     try:
@@ -58,31 +58,20 @@ async def check(ctx: RunContext) -> Outcome:
         probe.verify_error = error.cause
     else:
         if reply.code != 220:
-            return Outcome(
-                Status.FAILED,
+            return Outcome.failed(
                 f"The server refused STARTTLS: {reply}.",
-                {"starttls_reply": str(reply)},
-                kind="starttls_rejected",
-                reply_code=reply.code,
-                server_text=reply.text,
+                TlsKind.STARTTLS_REJECTED,
+                reply=reply,
+                starttls_reply=str(reply),
             )
     try:
         again = await probe.ehlo()
     except ProbeError as error:
-        return Outcome(
-            Status.FAILED,
-            f"EHLO after STARTTLS failed: {error.message}.",
-            kind=error.kind,
-            server_text=error.message,
+        return Outcome.failed(
+            f"EHLO after STARTTLS failed: {error.message}.", error.finding_kind, detail=error.message
         )
     if again.code != 250:
-        return Outcome(
-            Status.FAILED,
-            f"The server rejected EHLO after STARTTLS: {again}.",
-            kind="ehlo.rejected",
-            reply_code=again.code,
-            server_text=again.text,
-        )
+        return Outcome.failed(f"The server rejected EHLO after STARTTLS: {again}.", EhloKind.REJECTED, reply=again)
     return _judge(ctx, probe, "STARTTLS")
 
 
@@ -104,13 +93,11 @@ def _handshake_failure(error: ProbeError) -> Outcome:
         kind, detail = handshake_failure(error)
         summary = (
             "The server answered the TLS handshake in plaintext."
-            if kind == "not_tls"
+            if kind is TlsKind.NOT_TLS
             else f"The TLS handshake failed: {detail}."
         )
-        return Outcome(Status.FAILED, summary, kind=kind, server_text=detail)
-    return Outcome(
-        Status.FAILED, f"STARTTLS failed: {error.message}.", kind=error.kind, server_text=error.message
-    )
+        return Outcome.failed(summary, kind, detail=detail)
+    return Outcome.failed(f"STARTTLS failed: {error.message}.", error.finding_kind, detail=error.message)
 
 
 def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
@@ -122,7 +109,7 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
         der = obj.getpeercert(binary_form=True)
         if der:
             facts.update(
-                {f"certificate_{k}": v for k, v in certs.describe_certificate(der, config.host).items()}
+                {f"certificate_{k}": v for k, v in certs.describe_certificate(der).items()}
             )
     if how == "STARTTLS":
         facts.update(probe.capability_facts(prefix="after_tls_"))
@@ -132,41 +119,30 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
         kind = certs.trust_kind(error)
         detail = certs.trust_detail(error)
         facts.update(detail)
-        status = Status.WARNING if config.insecure_skip_tls_verify else Status.FAILED
+        judged = Outcome.warning if config.insecure_skip_tls_verify else Outcome.failed
         said = str(detail.get("verify_message") or kind).rstrip(".")  # "... for '127.0.0.1'." ends in a dot
         message = f"OpenSSL: {said}, verify code {detail.get('verify_code')}"
         names = facts.get("certificate_sans")
-        if kind == "hostname_mismatch" and names:
+        if kind is TlsKind.HOSTNAME_MISMATCH and names:
             message += f"; the certificate is for {', '.join(map(str, names[:8]))}"
         tail = (
             " Insecure Skip TLS Verify is on, so the check went on; without it this fails."
             if config.insecure_skip_tls_verify
             else ""
         )
-        return Outcome(
-            status,
-            f"TLS is up ({how}) but the certificate is not trusted: {message}.{tail}",
-            facts,
-            kind=kind,
-            server_text=message,
+        return judged(
+            f"TLS is up ({how}) but the certificate is not trusted: {message}.{tail}", kind, detail=message, **facts
         )
     version = facts.get("tls_version", "")
     summary = f"TLS is up ({how}, {version}); the certificate is trusted for {config.host}."
     days_left = facts.get("certificate_days_left")
     if isinstance(days_left, int) and days_left <= certs.expiry_warning_days():
-        return Outcome(
-            Status.WARNING,
+        return Outcome.warning(
             f"{summary} It expires in {days_left} days.",
-            facts,
-            kind="expiring_soon",
-            server_text=f"{days_left} days left",
+            TlsKind.EXPIRING_SOON,
+            detail=f"{days_left} days left",
+            **facts,
         )
     if version in OLD_PROTOCOLS:
-        return Outcome(
-            Status.WARNING,
-            f"{summary} {version} is outdated.",
-            facts,
-            kind="old_protocol",
-            server_text=version,
-        )
-    return Outcome(Status.PASSED, summary, facts)
+        return Outcome.warning(f"{summary} {version} is outdated.", TlsKind.OLD_PROTOCOL, detail=version, **facts)
+    return Outcome.passed(summary, **facts)

@@ -1,6 +1,6 @@
 """The dns stage against a real DNS server on loopback (tests.dns_responder), over real UDP.
 
-The stage reads two developer knobs from the environment (diag.stages.dns docstring): the DNS port, so
+The runs' resolvers read two developer knobs from the environment (diag.resolver docstring): the DNS port, so
 the responder can listen on an ephemeral port, and the resolv.conf path, so "system resolver" tests ask
 the responder instead of the machine's DNS servers (tests stay on loopback).
 """
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from diag import resolver
 from diag.config import SmtpConfig
 from diag.findings import finding_for
+from diag.kinds import ConfigKind, DnsKind
 from diag.policy import EgressPolicy
 from diag.report import Status
 from diag.stages import dns as dns_stage
@@ -42,7 +44,7 @@ REFUSED = {"refused.test."}
 DROP = {"slow.test.", "half.test. AAAA"}
 SHORT_TIMEOUT_S = 0.5
 # A hard bound for a stage whose lookups time out: the timeout, dnspython's backoff step, our guard.
-STAGE_BOUND_S = SHORT_TIMEOUT_S + dns_stage.RESOLVER_GRACE_S + 1.0
+STAGE_BOUND_S = SHORT_TIMEOUT_S + resolver.RESOLVER_GRACE_S + 1.0
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ async def run_check(ctx: RunContext) -> Outcome:
         outcome = await dns_stage.check(ctx)
     json.dumps(outcome.facts)  # facts must be JSON-serialisable
     if outcome.kind is not None:  # every failure kind has a row in the findings table
-        finding = finding_for("dns", outcome.kind, ctx.config, outcome.reply_code, outcome.server_text)
+        finding = finding_for("dns", outcome.kind, ctx.config, outcome.reply_code, outcome.detail)
         assert not finding.cause.startswith("Unclassified"), outcome.kind
     return outcome
 
@@ -238,7 +240,7 @@ async def test_invalid_name(dns_server: DnsResponder, host: str) -> None:
     ctx = make_ctx(host)
     outcome = await run_check(ctx)
     assert outcome.status is Status.FAILED
-    assert outcome.kind == "config.invalid_host"
+    assert outcome.kind == ConfigKind.INVALID_HOST
     assert dns_server.queries == []
 
 
@@ -255,7 +257,7 @@ async def test_every_address_denied(dns_server: DnsResponder) -> None:
     assert set(outcome.facts["denied_addresses"]) == {"169.254.169.254", "fd00:ec2::254"}
     assert "cloud metadata" in outcome.summary
     assert "No connection was made" in outcome.summary
-    finding = finding_for("dns", "policy_denied", ctx.config, None, outcome.server_text)
+    finding = finding_for("dns", DnsKind.POLICY_DENIED, ctx.config, None, outcome.detail)
     assert "169.254.169.254 is link-local (cloud metadata service)" in finding.cause
 
 
@@ -324,7 +326,7 @@ async def test_name_unknown_to_dns_falls_back_to_the_system_resolver(
     """With an empty hosts file for our own lookup, DNS says NXDOMAIN and getaddrinfo gets the last word."""
     empty = tmp_path / "hosts"
     empty.write_text("")
-    monkeypatch.setattr(dns_stage, "HOSTS_FILE", str(empty))
+    monkeypatch.setattr(resolver, "HOSTS_FILE", str(empty))
     ctx = make_ctx("localhost", servers=())
     outcome = await run_check(ctx)
     assert outcome.status is Status.PASSED
@@ -335,20 +337,20 @@ async def test_name_unknown_to_dns_falls_back_to_the_system_resolver(
 def test_hosts_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("10.0.0.5 mail.corp\n")
-    assert dns_stage.hosts_file_addresses("mail.corp", str(hosts)) == ["10.0.0.5"]
+    assert resolver.hosts_file_addresses("mail.corp", str(hosts)) == ["10.0.0.5"]
     hosts.write_text("10.0.0.6 mail.corp\n10.0.0.7 mail.corp\n")  # another size: a change the stat sees
-    assert dns_stage.hosts_file_addresses("mail.corp", str(hosts)) == ["10.0.0.6", "10.0.0.7"]
+    assert resolver.hosts_file_addresses("mail.corp", str(hosts)) == ["10.0.0.6", "10.0.0.7"]
     hosts.unlink()
-    assert dns_stage.hosts_file_addresses("mail.corp", str(hosts)) == []
+    assert resolver.hosts_file_addresses("mail.corp", str(hosts)) == []
 
 
 def test_hosts_file_parsing(tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
     hosts.write_text("# comment\n127.0.0.1 localhost\n10.0.0.5 mail.corp mail # inline\n::1 mail.corp\nbad line\n")
-    assert dns_stage.hosts_file_addresses("MAIL.corp.", str(hosts)) == ["10.0.0.5", "::1"]
-    assert dns_stage.hosts_file_addresses("mail", str(hosts)) == ["10.0.0.5"]
-    assert dns_stage.hosts_file_addresses("other", str(hosts)) == []
-    assert dns_stage.hosts_file_addresses("x", str(tmp_path / "missing")) == []
+    assert resolver.hosts_file_addresses("MAIL.corp.", str(hosts)) == ["10.0.0.5", "::1"]
+    assert resolver.hosts_file_addresses("mail", str(hosts)) == ["10.0.0.5"]
+    assert resolver.hosts_file_addresses("other", str(hosts)) == []
+    assert resolver.hosts_file_addresses("x", str(tmp_path / "missing")) == []
 
 
 async def test_system_resolv_conf_servers_are_used(
@@ -373,8 +375,8 @@ async def test_localhost_with_explicit_dns_servers_is_dns_only(dns_server: DnsRe
 async def test_missing_resolv_conf_still_finds_localhost(
     dns_server: DnsResponder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(dns_stage.RESOLV_CONF_ENV, str(tmp_path / "absent.conf"))
-    monkeypatch.setattr(dns_stage, "HOSTS_FILE", str(tmp_path / "absent-hosts"))
+    monkeypatch.setenv(resolver.RESOLV_CONF_ENV, str(tmp_path / "absent.conf"))
+    monkeypatch.setattr(resolver, "HOSTS_FILE", str(tmp_path / "absent-hosts"))
     ctx = make_ctx("localhost", servers=())
     outcome = await run_check(ctx)
     assert outcome.status is Status.PASSED

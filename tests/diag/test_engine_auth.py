@@ -15,6 +15,7 @@ import pytest
 
 from diag.config import SmtpConfig
 from diag.findings import finding_for
+from diag.kinds import AuthKind
 from diag.report import Status
 from diag.runner import run
 from fake_smtp import FakeSMTP, parse_fault
@@ -128,7 +129,7 @@ async def test_gmail_variant_from_the_reply(starttls_auth: ServerAndConfig) -> N
 def test_bad_credentials_host_variants(host: str, starts: str) -> None:
     """The host cannot be gmail.com or SES offline: finding_for directly, with the same 535 reply."""
     config = config_for(587, host=host, username=USER, password=PASSWORD)
-    finding = finding_for("auth", "bad_credentials", config, 535, "5.7.8 Error: authentication failed")
+    finding = finding_for("auth", AuthKind.BAD_CREDENTIALS, config, 535, "5.7.8 Error: authentication failed")
     assert finding.code == "auth.bad_credentials"
     assert finding.cause.startswith(starts)
     if "amazonaws" in host:

@@ -1,7 +1,9 @@
-"""The connect stage through `diag.runner.run`: real listeners on 127.0.0.1 for every failure but one.
+"""The connect stage through `diag.runner.run`: real listeners on 127.0.0.1 for every failure but two.
 
 `connect.unreachable` cannot be produced on loopback (there is always a route to 127.0.0.1), so that test
 replaces the event loop's `sock_connect` to raise the errno the kernel would give, and says so.
+`connect.blocked` is produced for real: a "prohibit" route in a network namespace of the test's own makes
+the kernel refuse connect() with EACCES, as a local firewall's reject rule or security policy does.
 """
 
 from __future__ import annotations
@@ -9,6 +11,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import http.server
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,9 +23,10 @@ from typing import Any
 import pytest
 
 from diag.findings import finding_for
-from diag.probe import UNREACHABLE_ERRNOS, ProbeError, open_socket
+from diag.kinds import ConnectKind
 from diag.report import Status
 from diag.runner import run
+from diag.transport import BLOCKED_ERRNOS, UNREACHABLE_ERRNOS, ProbeError, open_socket
 from fake_smtp import FakeSMTP, parse_fault
 from tests.diag.conftest import (
     PASSWORD,
@@ -47,9 +55,9 @@ async def test_refused() -> None:
 def test_refused_names_port_2525_for_mailgun_and_sendgrid() -> None:
     """Host-based provider variant: the host cannot be smtp.mailgun.org offline, so finding_for directly."""
     for host in ("smtp.mailgun.org", "smtp.sendgrid.net"):
-        finding = finding_for("connect", "refused", config_for(587, host=host))
+        finding = finding_for("connect", ConnectKind.REFUSED, config_for(587, host=host))
         assert "2525" in finding.fix, host
-    assert "2525" not in finding_for("connect", "refused", config_for(587, host="mail.example.com")).fix
+    assert "2525" not in finding_for("connect", ConnectKind.REFUSED, config_for(587, host="mail.example.com")).fix
 
 
 async def test_timeout_when_the_syn_is_dropped(full_backlog: FullBacklog) -> None:
@@ -65,7 +73,7 @@ async def test_timeout_when_the_syn_is_dropped(full_backlog: FullBacklog) -> Non
 
 
 def test_timeout_on_port_25_names_the_cloud_block() -> None:
-    finding = finding_for("connect", "timeout", config_for(25, host="mail.example.com"))
+    finding = finding_for("connect", ConnectKind.TIMEOUT, config_for(25, host="mail.example.com"))
     assert "block outbound port 25" in finding.cause and "587" in finding.fix
 
 
@@ -92,17 +100,58 @@ async def test_unreachable_errno_mapping(monkeypatch: pytest.MonkeyPatch, code: 
     assert "default route" in result.finding.fix
 
 
-async def test_other_connect_errors_are_not_called_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """MOCK, as above: an errno that is neither refusal nor a missing route (EACCES from a local firewall)."""
+@pytest.mark.parametrize("code", sorted(BLOCKED_ERRNOS))
+async def test_permission_errors_are_blocked_at_the_boundary(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """MOCK, as above, for EPERM (a seccomp or BPF policy; the namespace test below makes EACCES for real):
+    neither a refusal nor a missing route."""
 
     async def denied(self: asyncio.AbstractEventLoop, sock: Any, address: Any) -> None:
-        raise OSError(errno.EACCES, "Permission denied")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(type(asyncio.get_running_loop()), "sock_connect", denied)
     with pytest.raises(ProbeError) as raised:
         await open_socket("127.0.0.1", 587, 1.0)
-    assert raised.value.kind == "connect_error"
-    assert "Permission denied" in raised.value.message
+    assert raised.value.kind == "blocked"
+    assert raised.value.message == os.strerror(code)
+
+
+BLOCKED_ADDRESS = "10.9.9.9"
+# Runs inside the namespace: the whole engine, as a user's Python would call it; prints the connect stage.
+RUN_IN_NAMESPACE = textwrap.dedent(
+    f"""
+    import json
+    from diag.config import SmtpConfig
+    from diag.runner import run_sync
+    config = SmtpConfig(host="{BLOCKED_ADDRESS}", port=587, from_email="app@example.com", timeout_s=5.0)
+    stage = run_sync(config).stage("connect")
+    print(json.dumps({{"summary": stage.summary, "facts": stage.facts,
+                      "code": stage.finding.code, "cause": stage.finding.cause, "fix": stage.finding.fix}}))
+    """
+)
+
+
+def test_connect_denied_by_this_machine_is_blocked_not_unreachable() -> None:
+    """Real EACCES: `unshare --net` gives the run a network namespace of its own (needs root, as this test
+    machine is; it vanishes with the process, nothing to clean up) with a "prohibit" route to the server,
+    so the kernel itself refuses connect() with "Permission denied", as a local firewall's reject rule or
+    a security policy does. It was once called "no network route", with the address twice in the summary."""
+    script = f"ip link set lo up && ip route add prohibit {BLOCKED_ADDRESS}/32 && exec {sys.executable} -c \"$0\""
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c", script, RUN_IN_NAMESPACE],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    stage = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stage["code"] == "connect.blocked"
+    assert stage["facts"]["attempts"] == {BLOCKED_ADDRESS: "blocked"}
+    where = f"{BLOCKED_ADDRESS}:587"
+    assert stage["summary"] == (
+        f"The connection to {where} was blocked on this machine: Permission denied (tried 1 address(es))."
+    )
+    assert stage["summary"].count(BLOCKED_ADDRESS) == 1
+    assert "no network route" not in stage["cause"]
+    assert "blocked on this machine: permission denied by a local firewall or security policy" in stage["cause"]
+    assert "egress rules" in stage["fix"] and "NetworkPolicy" in stage["fix"]
 
 
 async def test_no_greeting_from_a_silent_listener(raw_peer: Callable[..., RawPeer]) -> None:

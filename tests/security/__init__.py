@@ -18,9 +18,9 @@ import pytest
 import structlog
 from starlette.applications import Starlette
 
+from diag import resolver
 from diag.service.hosts import LOOPBACK_HOSTS
 from diag.service.settings import Rate, Settings
-from diag.stages import dns as dns_stage
 from tests.dns_responder import DnsResponder
 
 GENEROUS = Rate(1_000_000, 60.0)
@@ -50,8 +50,8 @@ def loopback_dns(
     with DnsResponder(zone or {}) as responder:
         resolv_conf = tmp_path / "resolv.conf"
         resolv_conf.write_text(f"nameserver {responder.address}\n")
-        monkeypatch.setenv(dns_stage.DNS_PORT_ENV, str(responder.port))
-        monkeypatch.setenv(dns_stage.RESOLV_CONF_ENV, str(resolv_conf))
+        monkeypatch.setenv(resolver.DNS_PORT_ENV, str(responder.port))
+        monkeypatch.setenv(resolver.RESOLV_CONF_ENV, str(resolv_conf))
         yield responder
 
 
