@@ -28,6 +28,8 @@ import structlog
 from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import Fault, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
+from fake_smtp.scenarios import listing as scenario_listing
+from fake_smtp.scenarios import resolve as resolve_scenario
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
 
 DEFAULT_PORT = 2525
@@ -58,6 +60,14 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _scenario(text: str) -> str:
+    try:
+        resolve_scenario(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="fake-smtp", description="A fake SMTP server for offline tests.")
     parser.add_argument("--auth", choices=AUTH_MODES, default="none")
@@ -75,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--require-starttls", action="store_true")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
+    parser.add_argument("--scenario", type=_scenario, metavar="NAME[:ARG]",
+                        help="a named real-world failure, e.g. gmail-app-password, greylisting:5 "
+                             "(see --list-scenarios)")
+    parser.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
     parser.add_argument("--inbox-token-env", metavar="NAME",
                         help="require Authorization: Bearer <token> on the inbox API, the token read from "
@@ -106,6 +120,9 @@ def configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_scenarios:
+        print(scenario_listing())
+        return 0
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
     inbox_token = None
@@ -121,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cert=args.cert, key=args.key, ca_out=args.ca_out, require_starttls=args.require_starttls,
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
-            inbox_allowed_hosts=args.inbox_allowed_host,
+            inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -141,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if warning:
             print(warning, file=sys.stderr, flush=True)
         print(f"smtp {server.host} {server.port}")
-        if server.tls_port is not None:
+        if server.tls_port is not None and server.tls_port != server.port:
             print(f"smtps {server.host} {server.tls_port}")
         if server.ca_pem is not None:
             print(f"ca-pem {server.ca_pem}")

@@ -77,6 +77,8 @@ class Fault:
     text: str | None = None
     seconds: float | None = None
     times: int | None = None
+    # Lines sent before `text` as a multi-line reply (``535-...`` then ``535 text``), as Gmail answers.
+    lines: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.step not in STEPS:
@@ -97,8 +99,10 @@ class Fault:
             raise ValueError(f"fault action {self.action!r} takes no delay")
         if self.action in ADVERTISING_ACTIONS and self.step != "ehlo":
             raise ValueError(f"fault action {self.action!r} applies to step 'ehlo' only")
-        if self.text is not None and any(c in self.text for c in "\r\n\0"):
+        if any(c in line for line in (self.text or "", *self.lines) for c in "\r\n\0"):
             raise ValueError("fault reply text must not contain CR, LF or NUL")
+        if self.lines and (self.action != "reply" or self.text is None):
+            raise ValueError("a multi-line reply needs action 'reply' and a text for its last line")
         if self.times is not None and self.times < 1:
             raise ValueError(f"fault times must be >= 1, got {self.times!r}")
 
@@ -110,7 +114,8 @@ class Fault:
             text = _TEXT_BY_STEP_AND_CODE.get((self.step, self.code)) or _TEXT_BY_CODE.get(self.code)
         if text is None:
             text = _TEXT_BY_CLASS[self.code // 100]
-        return f"{self.code} {text}"
+        first = "".join(f"{self.code}-{line}\r\n" for line in self.lines)
+        return f"{first}{self.code} {text}"
 
     def __str__(self) -> str:
         step = self.step if self.times is None else f"{self.step}#{self.times}"

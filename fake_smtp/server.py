@@ -21,16 +21,19 @@ from typing import Any, Literal, get_args
 
 import structlog
 
-from fake_smtp.auth import Credentials
+from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
 from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
 from fake_smtp.inbox_guard import HostPolicy, InboxToken
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
+from fake_smtp.policies import Policies
 from fake_smtp.protocol import FakeSMTPProtocol, Runtime
+from fake_smtp.scenarios import resolve as resolve_scenario
 
 AuthMode = Literal["none", "required"]
-TlsMode = Literal["off", "starttls", "implicit", "both"]
+# implicit-only: a single listener that speaks TLS from the first byte (`port` and `tls_port` are the same).
+TlsMode = Literal["off", "starttls", "implicit", "both", "implicit-only"]
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 TLS_MODES: tuple[str, ...] = get_args(TlsMode)
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
@@ -69,7 +72,15 @@ class FakeSMTP:
         inbox_token: str | None = None,
         inbox_allowed_hosts: Iterable[str] = (),
         idle_timeout: float = 60.0,
+        scenario: str | None = None,
     ) -> None:
+        # A scenario sets auth, TLS and STARTTLS policy unless the caller chose them (non-default values win).
+        setup = None if scenario is None else resolve_scenario(scenario)[1]
+        if setup is not None:
+            auth = auth if auth != "none" else setup.options.get("auth", auth)
+            tls = tls if tls != "off" else setup.options.get("tls", tls)
+            require_starttls = require_starttls or setup.options.get("require_starttls", False)
+            faults = [*setup.faults, *faults]
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
         if tls not in TLS_MODES:
@@ -87,6 +98,7 @@ class FakeSMTP:
             raise ValueError(f"max_inbox_bytes ({max_inbox_bytes}) must be at least max_size ({max_size})")
         if inbox_token is not None and http_port is None:
             raise ValueError("inbox_token needs http_port (the inbox API it protects)")
+        self.scenario = scenario
         self.auth: AuthMode = auth
         self.tls: TlsMode = tls
         self.hostname = hostname
@@ -103,6 +115,11 @@ class FakeSMTP:
             mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
+            policies=Policies(() if setup is None else setup.policies),
+            auth_replies=AuthReplies(
+                failure=(setup and setup.auth_failure_reply) or AUTH_FAILED,
+                refusal=None if setup is None else setup.basic_auth_refusal,
+            ),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -116,7 +133,8 @@ class FakeSMTP:
         self.ca_pem: Path | None = None
 
     def __repr__(self) -> str:
-        return f"FakeSMTP(auth={self.auth!r}, tls={self.tls!r}, host={self.host!r}, port={self.port})"
+        scenario = "" if self.scenario is None else f", scenario={self.scenario!r}"
+        return f"FakeSMTP(auth={self.auth!r}, tls={self.tls!r}{scenario}, host={self.host!r}, port={self.port})"
 
     # -- what clients and tests use -------------------------------------------------------------
     @property
@@ -219,20 +237,24 @@ class FakeSMTP:
         loop = asyncio.get_running_loop()
         context = self._tls_context() if self.tls != "off" else None
         starttls_context = context if self.tls in ("starttls", "both") else None
-        plain = await loop.create_server(
-            lambda: self._protocol(starttls_context, implicit_tls=False),
-            self._bind_host, self._requested["smtp"],
-        )
-        self._servers.append(plain)
-        self.port = _bound_port(plain)
-        if self.tls in ("implicit", "both"):
+        if self.tls != "implicit-only":
+            plain = await loop.create_server(
+                lambda: self._protocol(starttls_context, implicit_tls=False),
+                self._bind_host, self._requested["smtp"],
+            )
+            self._servers.append(plain)
+            self.port = _bound_port(plain)
+        if self.tls in ("implicit", "both", "implicit-only"):
             assert context is not None
+            # implicit-only has one listener: it takes `port` (the port clients are told to use).
+            requested = self._requested["smtp"] if self.tls == "implicit-only" else self._requested["smtps"]
             smtps = await loop.create_server(
-                lambda: self._protocol(None, implicit_tls=True),
-                self._bind_host, self._requested["smtps"], ssl=context,
+                lambda: self._protocol(None, implicit_tls=True), self._bind_host, requested, ssl=context,
             )
             self._servers.append(smtps)
             self.tls_port = _bound_port(smtps)
+            if self.tls == "implicit-only":
+                self.port = self.tls_port
         if self._requested["http"] is not None:
             await self._start_http(self._requested["http"])
         log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
