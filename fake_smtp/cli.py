@@ -25,6 +25,7 @@ from typing import NoReturn
 
 import structlog
 
+from fake_smtp.cert_faults import parse_cert_fault
 from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import Fault, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
@@ -68,6 +69,14 @@ def _scenario(text: str) -> str:
     return text
 
 
+def _cert_fault(text: str) -> str:
+    try:
+        parse_cert_fault(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="fake-smtp", description="A fake SMTP server for offline tests.")
     parser.add_argument("--auth", choices=AUTH_MODES, default="none")
@@ -83,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", help="private key PEM for --cert")
     parser.add_argument("--ca-out", help="where to write the PEM clients must trust")
     parser.add_argument("--require-starttls", action="store_true")
+    parser.add_argument("--cert-fault", type=_cert_fault, metavar="FAULT",
+                        help="expired, not-yet-valid, wrong-host, self-signed, untrusted-ca, "
+                             "missing-intermediate or expiring-soon:DAYS; ca-pem is then what a client trusts")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
     parser.add_argument("--scenario", type=_scenario, metavar="NAME[:ARG]",
@@ -139,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
             inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
+            cert_fault=args.cert_fault,
         )
     except ValueError as error:
         parser.error(str(error))

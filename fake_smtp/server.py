@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 import structlog
 
 from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
+from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
 from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
@@ -73,6 +74,7 @@ class FakeSMTP:
         inbox_allowed_hosts: Iterable[str] = (),
         idle_timeout: float = 60.0,
         scenario: str | None = None,
+        cert_fault: str | None = None,
     ) -> None:
         # A scenario sets auth, TLS and STARTTLS policy unless the caller chose them (non-default values win).
         setup = None if scenario is None else resolve_scenario(scenario)[1]
@@ -87,6 +89,12 @@ class FakeSMTP:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, got {tls!r}")
         if (cert is None) != (key is None):
             raise ValueError("cert and key must be given together")
+        if cert_fault is not None:
+            parse_cert_fault(cert_fault)
+            if cert is not None:
+                raise ValueError("cert_fault makes its own certificate: leave cert and key out")
+            if tls == "off":
+                raise ValueError("cert_fault needs TLS: tls='starttls', 'implicit', 'both' or 'implicit-only'")
         if require_starttls and tls not in ("starttls", "both"):
             raise ValueError("require_starttls needs tls='starttls' or tls='both'")
         if auth == "required" and not (username and password):
@@ -105,6 +113,7 @@ class FakeSMTP:
         self._bind_host = host
         self._requested = {"smtp": port, "smtps": tls_port, "http": http_port}
         self._cert_files = None if cert is None or key is None else CertFiles(Path(cert), Path(key))
+        self.cert_fault = cert_fault
         self._ca_out = None if ca_out is None else Path(ca_out)
         self._max_size = max_size
         self._idle_timeout = idle_timeout
@@ -281,16 +290,22 @@ class FakeSMTP:
 
     def _tls_context(self) -> ssl.SSLContext:
         files = self._cert_files
+        trust: Path | None = None
         if files is None:
             self._tempdir = Path(tempfile.mkdtemp(prefix="fake-smtp-"))
-            files = write_self_signed(self.hostname, self._tempdir)
+            if self.cert_fault is not None:
+                faulty = make_faulty_cert(self.cert_fault, self.hostname, self._tempdir)
+                files, trust = faulty.files, faulty.trust_pem
+            else:
+                files = write_self_signed(self.hostname, self._tempdir)
         context = server_context(files)  # fails early on unreadable or mismatched files
+        trust = trust or files.cert
         if self._ca_out is not None:
             self._ca_out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(files.cert, self._ca_out)
+            shutil.copyfile(trust, self._ca_out)
             self.ca_pem = self._ca_out
         else:
-            self.ca_pem = files.cert
+            self.ca_pem = trust
         return context
 
     async def _start_http(self, port: int) -> None:

@@ -74,6 +74,11 @@ CASES: tuple[Case, ...] = (
          prime=_send_one),
     Case("relay-denied", {"scenario": "relay-denied"}, {"recipient": RECIPIENT}, "anonymous, a foreign recipient"),
     Case("sender-not-owned", {"scenario": "sender-not-owned"}, LOGIN, f"From {FROM}, login {USER}"),
+    *(
+        Case(f"--cert-fault {fault}", {"tls": "starttls", "cert_fault": fault}, {}, "STARTTLS, trusting ca-pem")
+        for fault in ("expired", "not-yet-valid", "wrong-host", "self-signed", "untrusted-ca",
+                      "missing-intermediate", "expiring-soon:7")
+    ),
 )
 
 
