@@ -25,6 +25,7 @@ from typing import NoReturn
 
 import structlog
 
+from fake_smtp.address_rules import AddressRule, parse_address_rule
 from fake_smtp.cert_faults import parse_cert_fault
 from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import Fault, parse_fault
@@ -69,6 +70,13 @@ def _scenario(text: str) -> str:
     return text
 
 
+def _address_rule(text: str) -> AddressRule:
+    try:
+        return parse_address_rule(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _cert_fault(text: str) -> str:
     try:
         parse_cert_fault(text)
@@ -97,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "missing-intermediate or expiring-soon:DAYS; ca-pem is then what a client trusts")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
+    parser.add_argument("--rule", type=_address_rule, action="append", default=[], metavar="KIND:GLOB=CODE",
+                        help="a reply by address, e.g. 'rcpt:*@bounce.test=550 5.1.1' or 'from:spoof@*=553'")
     parser.add_argument("--scenario", type=_scenario, metavar="NAME[:ARG]",
                         help="a named real-world failure, e.g. gmail-app-password, greylisting:5 "
                              "(see --list-scenarios)")
@@ -151,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
             inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
-            cert_fault=args.cert_fault,
+            cert_fault=args.cert_fault, address_rules=args.rule,
         )
     except ValueError as error:
         parser.error(str(error))

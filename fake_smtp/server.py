@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 
 import structlog
 
+from fake_smtp.address_rules import AddressRule, AddressRules
 from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
 from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
@@ -75,6 +76,7 @@ class FakeSMTP:
         idle_timeout: float = 60.0,
         scenario: str | None = None,
         cert_fault: str | None = None,
+        address_rules: Iterable[AddressRule | str] = (),
     ) -> None:
         # A scenario sets auth, TLS and STARTTLS policy unless the caller chose them (non-default values win).
         setup = None if scenario is None else resolve_scenario(scenario)[1]
@@ -119,12 +121,13 @@ class FakeSMTP:
         self._idle_timeout = idle_timeout
         self._inbox_token = None if inbox_token is None else InboxToken(inbox_token)
         self._inbox_hosts = HostPolicy(host, inbox_allowed_hosts)
+        self._address_rules = AddressRules(address_rules)  # first: a rule the user wrote beats a scenario
         self._runtime = Runtime(
             faults=FaultPlan(faults),
             mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
-            policies=Policies(() if setup is None else setup.policies),
+            policies=Policies((self._address_rules, *(() if setup is None else setup.policies))),
             auth_replies=AuthReplies(
                 failure=(setup and setup.auth_failure_reply) or AUTH_FAILED,
                 refusal=None if setup is None else setup.basic_auth_refusal,
@@ -181,6 +184,14 @@ class FakeSMTP:
     def set_faults(self, faults: Iterable[Fault]) -> None:
         """Replace the fault rules; sessions already running see the new rules at their next step."""
         self._runtime.faults.replace(faults)
+
+    @property
+    def address_rules(self) -> list[AddressRule]:
+        return list(self._address_rules.rules)
+
+    def set_address_rules(self, rules: Iterable[AddressRule | str]) -> None:
+        """Replace the per-address rules (text like ``rcpt:*@bounce.test=550 5.1.1``) while running."""
+        self._address_rules.replace(rules)
 
     def wait_for_messages(self, count: int = 1, timeout: float = 5.0) -> list[Message]:
         return self._runtime.mailbox.wait_for(count, timeout)
