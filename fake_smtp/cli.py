@@ -33,6 +33,7 @@ from fake_smtp.mailbox import DEFAULT_MAX_BYTES
 from fake_smtp.scenarios import listing as scenario_listing
 from fake_smtp.scenarios import resolve as resolve_scenario
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
+from fake_smtp.xoauth2 import STYLES as XOAUTH2_STYLES
 
 DEFAULT_PORT = 2525
 DEFAULT_TLS_PORT = 2465
@@ -107,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
     parser.add_argument("--rule", type=_address_rule, action="append", default=[], metavar="KIND:GLOB=CODE",
                         help="a reply by address, e.g. 'rcpt:*@bounce.test=550 5.1.1' or 'from:spoof@*=553'")
+    parser.add_argument("--xoauth2-token-env", metavar="NAME",
+                        help="accept AUTH XOAUTH2 as --username with the bearer token read from this environment "
+                             "variable (it stays out of the process list)")
+    parser.add_argument("--xoauth2-style", choices=XOAUTH2_STYLES, default="gmail",
+                        help="how a bad token is refused: gmail (334 JSON, then 535) or microsoft (535 5.7.3)")
     parser.add_argument("--scenario", type=_scenario, metavar="NAME[:ARG]",
                         help="a named real-world failure, e.g. gmail-app-password, greylisting:5 "
                              "(see --list-scenarios)")
@@ -152,6 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         inbox_token = os.environ.get(args.inbox_token_env)
         if not inbox_token:
             parser.error(f"--inbox-token-env: the environment variable {args.inbox_token_env} is not set or empty")
+    xoauth2_token = None
+    if args.xoauth2_token_env is not None:
+        xoauth2_token = os.environ.get(args.xoauth2_token_env)
+        if not xoauth2_token:
+            parser.error(f"--xoauth2-token-env: the environment variable {args.xoauth2_token_env} is not set or empty")
     configure_logging()
     try:
         server = FakeSMTP(
@@ -161,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
             inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
-            cert_fault=args.cert_fault, address_rules=args.rule,
+            cert_fault=args.cert_fault, address_rules=args.rule, xoauth2_token=xoauth2_token,
+            xoauth2_style=args.xoauth2_style,
         )
     except ValueError as error:
         parser.error(str(error))

@@ -18,6 +18,8 @@ from fake_smtp.faults import FaultPlan
 from fake_smtp.mailbox import Mailbox
 from fake_smtp.policies import Envelope as PolicyEnvelope
 from fake_smtp.policies import Policies, Verdict
+from fake_smtp.xoauth2 import MECHANISM as XOAUTH2
+from fake_smtp.xoauth2 import XOAuth2
 
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 STARTTLS_NOT_OFFERED = "502 5.5.2 Error: command not recognized"
@@ -36,6 +38,7 @@ class Runtime:
     require_starttls: bool
     policies: Policies = field(default_factory=Policies)
     auth_replies: AuthReplies = field(default_factory=AuthReplies)
+    xoauth2: XOAuth2 | None = None  # None: XOAUTH2 neither advertised nor accepted
     connections: set[FakeSMTPProtocol] = field(default_factory=set)
     session_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -68,6 +71,10 @@ class Handler:
     async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> Any:
         assert self._runtime.credentials is not None  # AUTH is refused earlier in anonymous mode
         return await cram_md5(server, self._runtime.credentials, self._runtime.auth_replies)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> Any:
+        assert self._runtime.xoauth2 is not None  # excluded from the mechanisms otherwise
+        return await self._runtime.xoauth2.authenticate(server, args)
 
     # handle_MAIL / handle_RCPT: aiosmtpd's public hooks; accepting means updating the envelope ourselves.
     async def handle_MAIL(
@@ -142,6 +149,7 @@ class FakeSMTPProtocol(SMTP):
             Handler(runtime),
             auth_required=credentials is not None,
             authenticator=None if credentials is None else Authenticator(credentials, runtime.auth_replies),
+            auth_exclude_mechanism=[XOAUTH2] if runtime.xoauth2 is None else [],
             **kwargs,
         )
         # Set after construction: passing auth_require_tls=False with auth_required=True makes aiosmtpd

@@ -32,6 +32,8 @@ from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, 
 from fake_smtp.policies import Policies
 from fake_smtp.protocol import FakeSMTPProtocol, Runtime
 from fake_smtp.scenarios import resolve as resolve_scenario
+from fake_smtp.xoauth2 import Style as XOAuth2Style
+from fake_smtp.xoauth2 import XOAuth2
 
 AuthMode = Literal["none", "required"]
 # implicit-only: a single listener that speaks TLS from the first byte (`port` and `tls_port` are the same).
@@ -77,6 +79,8 @@ class FakeSMTP:
         scenario: str | None = None,
         cert_fault: str | None = None,
         address_rules: Iterable[AddressRule | str] = (),
+        xoauth2_token: str | None = None,
+        xoauth2_style: XOAuth2Style = "gmail",
     ) -> None:
         # A scenario sets auth, TLS and STARTTLS policy unless the caller chose them (non-default values win).
         setup = None if scenario is None else resolve_scenario(scenario)[1]
@@ -101,6 +105,8 @@ class FakeSMTP:
             raise ValueError("require_starttls needs tls='starttls' or tls='both'")
         if auth == "required" and not (username and password):
             raise ValueError("auth='required' needs a username and a password")
+        if xoauth2_token is not None and auth != "required":
+            raise ValueError("xoauth2_token needs auth='required' (XOAUTH2 logs in as `username`)")
         if max_size is not None and max_size < 1:
             raise ValueError("max_size must be >= 1 (or None for no limit)")
         if max_size is not None and max_inbox_bytes < max_size:
@@ -128,6 +134,7 @@ class FakeSMTP:
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
             policies=Policies((self._address_rules, *(() if setup is None else setup.policies))),
+            xoauth2=None if xoauth2_token is None else XOAuth2(username, xoauth2_token, xoauth2_style),
             auth_replies=AuthReplies(
                 failure=(setup and setup.auth_failure_reply) or AUTH_FAILED,
                 refusal=None if setup is None else setup.basic_auth_refusal,
