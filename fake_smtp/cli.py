@@ -28,7 +28,7 @@ import structlog
 from fake_smtp.address_rules import AddressRule, parse_address_rule
 from fake_smtp.cert_faults import parse_cert_fault
 from fake_smtp.exposure import exposure_warning
-from fake_smtp.faults import Fault, parse_fault
+from fake_smtp.faults import MAX_SEED, Fault, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
 from fake_smtp.scenarios import listing as scenario_listing
 from fake_smtp.scenarios import resolve as resolve_scenario
@@ -78,6 +78,12 @@ def _address_rule(text: str) -> AddressRule:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0-{MAX_SEED}, got {text!r}")
+    return int(text)
+
+
 def _cert_fault(text: str) -> str:
     try:
         parse_cert_fault(text)
@@ -117,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a named real-world failure, e.g. gmail-app-password, greylisting:5 "
                              "(see --list-scenarios)")
     parser.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--seed", type=_seed, help="seed for the faults' chance (@P) and delay ranges; "
+                        "the one in use is printed as 'seed N' so a run can be replayed")
     parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
     parser.add_argument("--inbox-token-env", metavar="NAME",
                         help="require Authorization: Bearer <token> on the inbox API, the token read from "
@@ -173,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
             inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
             cert_fault=args.cert_fault, address_rules=args.rule, xoauth2_token=xoauth2_token,
-            xoauth2_style=args.xoauth2_style,
+            xoauth2_style=args.xoauth2_style, seed=args.seed,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -199,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ca-pem {server.ca_pem}")
         if server.http_url is not None:
             print(f"http {server.http_url}")
+        if server.faults:
+            print(f"seed {server.seed}")
         print("ready", flush=True)
         stop.wait()
     finally:

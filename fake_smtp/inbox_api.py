@@ -6,6 +6,7 @@
     GET    /messages/{id}      one message, with its raw source as text
     GET    /messages/{id}/raw  the raw source (message/rfc822)
     DELETE /messages           forget every message
+    GET/PUT /chaos             fault rules, address rules and the seed (fake_smtp/chaos_api.py)
 
 Every request first passes `InboxGuard` (Host header, bearer token when set).
 """
@@ -18,11 +19,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fake_smtp.address_rules import AddressRules
+from fake_smtp.chaos_api import chaos_routes
+from fake_smtp.faults import FaultPlan
 from fake_smtp.inbox_guard import HostPolicy, InboxGuard, InboxToken
 from fake_smtp.mailbox import Mailbox, Message
 
 
-def create_inbox_app(mailbox: Mailbox, *, hosts: HostPolicy, token: InboxToken | None = None) -> Starlette:
+def create_inbox_app(
+    mailbox: Mailbox, *, hosts: HostPolicy, token: InboxToken | None = None,
+    faults: FaultPlan | None = None, rules: AddressRules | None = None,
+) -> Starlette:
     def find(request: Request) -> Message | None:
         return mailbox.get(request.path_params["message_id"])
 
@@ -58,6 +65,7 @@ def create_inbox_app(mailbox: Mailbox, *, hosts: HostPolicy, token: InboxToken |
             Route("/messages", delete_messages, methods=["DELETE"]),
             Route("/messages/{message_id:int}", get_message, methods=["GET"]),
             Route("/messages/{message_id:int}/raw", get_raw, methods=["GET"]),
+            *(chaos_routes(faults, rules) if faults is not None and rules is not None else []),
         ],
         middleware=[Middleware(InboxGuard, hosts=hosts, token=token)],
     )

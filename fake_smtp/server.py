@@ -81,6 +81,7 @@ class FakeSMTP:
         address_rules: Iterable[AddressRule | str] = (),
         xoauth2_token: str | None = None,
         xoauth2_style: XOAuth2Style = "gmail",
+        seed: int | None = None,
     ) -> None:
         # A scenario sets auth, TLS and STARTTLS policy unless the caller chose them (non-default values win).
         setup = None if scenario is None else resolve_scenario(scenario)[1]
@@ -129,7 +130,7 @@ class FakeSMTP:
         self._inbox_hosts = HostPolicy(host, inbox_allowed_hosts)
         self._address_rules = AddressRules(address_rules)  # first: a rule the user wrote beats a scenario
         self._runtime = Runtime(
-            faults=FaultPlan(faults),
+            faults=FaultPlan(faults, seed),
             mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
@@ -188,9 +189,15 @@ class FakeSMTP:
     def clear(self) -> None:
         self._runtime.mailbox.clear()
 
-    def set_faults(self, faults: Iterable[Fault]) -> None:
-        """Replace the fault rules; sessions already running see the new rules at their next step."""
-        self._runtime.faults.replace(faults)
+    @property
+    def seed(self) -> int:
+        """The seed of the fault rules' random draws: pass it back as `seed=` to replay a run."""
+        return self._runtime.faults.seed
+
+    def set_faults(self, faults: Iterable[Fault], seed: int | None = None) -> None:
+        """Replace the fault rules (counts and random sequence restart, from `seed` or a fresh one);
+        sessions already running see the new rules at their next step."""
+        self._runtime.faults.replace(faults, seed)
 
     @property
     def address_rules(self) -> list[AddressRule]:
@@ -287,7 +294,8 @@ class FakeSMTP:
         log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
                  ca_pem=None if self.ca_pem is None else str(self.ca_pem),
-                 inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes)
+                 inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes, seed=self.seed,
+                 scenario=self.scenario, cert_fault=self.cert_fault)
         if self.exposed:
             log.warning("listening on a non-loopback address: other machines can reach it",
                         host=self.host, inbox_token=self.inbox_token_set)
@@ -337,7 +345,8 @@ class FakeSMTP:
         sock.listen(128)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token),
+            create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token,
+                             faults=self._runtime.faults, rules=self._address_rules),
             lifespan="off", log_config=None, access_log=False, log_level="warning",
             # No client may pose as another through X-Forwarded-For; no version banner.
             proxy_headers=False, server_header=False,
