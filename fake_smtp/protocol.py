@@ -293,6 +293,7 @@ class FakeSMTPProtocol(SMTP):
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not (await self._replied_by_fault("rcpt_to") or await self._refused_before_starttls()):
             await super().smtp_RCPT(arg)
+            self._close_if_asked()
 
     async def smtp_DATA(self, arg: str) -> None:
         if not (await self._replied_by_fault("data") or await self._refused_before_starttls()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -68,8 +69,12 @@ def test_only_the_matching_recipient_is_refused_and_rules_change_while_running(f
     assert refused == {"gone@example.test": (550, b"5.1.1 User unknown")}
     assert srv.messages[0].rcpt_tos == ("here@example.test",)
     srv.set_address_rules(["rcpt:here@*=421"])
-    with smtplib.SMTP(srv.host, srv.port, timeout=5) as smtp, pytest.raises(smtplib.SMTPRecipientsRefused):
-        smtp.send_message(make_message(), to_addrs=["here@example.test"])
+    with socket.create_connection((srv.host, srv.port), timeout=5) as raw:
+        replies = raw.makefile("rb")
+        replies.readline()
+        raw.sendall(b"HELO client.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<here@example.test>\r\n")
+        assert [replies.readline()[:3] for _ in range(3)] == [b"250", b"250", b"421"]
+        assert replies.readline() == b""  # the server closed the connection after its 421
     assert [str(rule) for rule in srv.address_rules] == ["rcpt:here@*=421 4.1.1 <{rcpt}>: Recipient address rejected"]
 
 
