@@ -119,6 +119,7 @@ def _rate(name: str, argument: str | None) -> tuple[int, float]:
 
 
 SUBMISSION = {"auth": "required", "tls": "starttls"}
+MICROSOFT = {**SUBMISSION, "xoauth2_style": "microsoft"}  # a bad XOAUTH2 token gets 535 5.7.3
 
 
 def _fixed(setup: Setup) -> Callable[[str | None], Setup]:
@@ -144,19 +145,19 @@ SCENARIOS: dict[str, Scenario] = {
             "m365-basic-auth-disabled",
             "Microsoft 365: SMTP AUTH with a password is disabled for the tenant (XOAUTH2 still works)",
             (M365_AUTH_DISABLED,), "nodemailer/nodemailer#1484",
-            _fixed(Setup(dict(SUBMISSION), basic_auth_refusal=M365_AUTH_DISABLED)),
+            _fixed(Setup(dict(MICROSOFT), basic_auth_refusal=M365_AUTH_DISABLED)),
         ),
         Scenario(
             "m365-basic-auth-retired",
             "Microsoft 365 after Basic auth is retired for Client Submission (XOAUTH2 still works)",
             (M365_BASIC_RETIRED,), "Microsoft Exchange team blog, ba-p/4114750",
-            _fixed(Setup(dict(SUBMISSION), basic_auth_refusal=M365_BASIC_RETIRED)),
+            _fixed(Setup(dict(MICROSOFT), basic_auth_refusal=M365_BASIC_RETIRED)),
         ),
         Scenario(
             "m365-send-as-denied",
             "Microsoft 365: MAIL and RCPT pass, the end of DATA refuses a From other than the login",
             (M365_SEND_AS_DENIED,), "gophish/gophish#2900; MicrosoftDocs/OfficeDocs-Support#1187",
-            _fixed(Setup(dict(SUBMISSION), policies=(SendAsAtData(M365_SEND_AS_DENIED),))),
+            _fixed(Setup(dict(MICROSOFT), policies=(SendAsAtData(M365_SEND_AS_DENIED),))),
         ),
         Scenario(
             "ses-unverified-sender",

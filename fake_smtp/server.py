@@ -83,12 +83,14 @@ class FakeSMTP:
         xoauth2_style: XOAuth2Style = "gmail",
         seed: int | None = None,
     ) -> None:
-        # A scenario sets auth, TLS and STARTTLS policy unless the caller chose them (non-default values win).
+        # A scenario sets auth, TLS, STARTTLS policy and the XOAUTH2 style unless the caller chose them
+        # (non-default values win).
         setup = None if scenario is None else resolve_scenario(scenario)[1]
         if setup is not None:
             auth = auth if auth != "none" else setup.options.get("auth", auth)
             tls = tls if tls != "off" else setup.options.get("tls", tls)
             require_starttls = require_starttls or setup.options.get("require_starttls", False)
+            xoauth2_style = xoauth2_style if xoauth2_style != "gmail" else setup.options.get("xoauth2_style", "gmail")
             faults = [*setup.faults, *faults]
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")

@@ -93,12 +93,13 @@ def test_not_offered_without_a_token(fake_smtp_factory: Factory) -> None:
 
 
 def test_m365_scenario_refuses_passwords_but_takes_the_token(fake_smtp_factory: Factory, tmp_path: Path) -> None:
-    srv = fake_smtp_factory(scenario="m365-basic-auth-disabled", username=USER, password="pw", xoauth2_token=TOKEN,
-                            xoauth2_style="microsoft")
+    srv = fake_smtp_factory(scenario="m365-basic-auth-disabled", username=USER, password="pw", xoauth2_token=TOKEN)
     refused = run_swaks(srv, "--tls", "--auth", "LOGIN", "--auth-user", USER, "--auth-password", "pw")
     assert "535 5.7.139" in refused
     code, output = curl(srv, TOKEN, tmp_path)
     assert code == 0, output
+    code, output = curl(srv, "expired-token", tmp_path)  # the Microsoft way, without being told
+    assert code == 67 and "< 535 5.7.3 Authentication unsuccessful [localhost]" in output, output
 
 
 def test_the_token_never_reaches_logs_or_reprs(fake_smtp_factory: Factory) -> None:
