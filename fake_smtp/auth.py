@@ -34,11 +34,21 @@ class Credentials:
         return user_ok and password_ok
 
 
+@dataclass(frozen=True)
+class AuthReplies:
+    """What a failed login hears. `refusal`: every PLAIN/LOGIN/CRAM-MD5 login is refused with it, right
+    credentials or not (a provider that turned password logins off), after the client sent them."""
+
+    failure: str = AUTH_FAILED
+    refusal: str | None = None
+
+
 class Authenticator:
     """aiosmtpd `authenticator=` callable for PLAIN and LOGIN."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, replies: AuthReplies = AuthReplies()) -> None:
         self._credentials = credentials
+        self._replies = replies
 
     def __call__(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
@@ -46,21 +56,25 @@ class Authenticator:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False, message=AUTH_FAILED)
         username = auth_data.login.decode("utf-8", "replace")
-        return auth_outcome(self._credentials.check(auth_data.login, auth_data.password), username, mechanism)
+        success = self._credentials.check(auth_data.login, auth_data.password)
+        return auth_outcome(success, username, mechanism, self._replies)
 
 
-def auth_outcome(success: bool, username: str, mechanism: str) -> AuthResult:
+def auth_outcome(success: bool, username: str, mechanism: str, replies: AuthReplies = AuthReplies()) -> AuthResult:
     """Log the attempt (user and mechanism only) and build aiosmtpd's result.
 
     handled=False on failure: with aiosmtpd's default (handled=True) it would send nothing at all.
     """
+    if replies.refusal is not None:
+        log.info("auth", user=username, mechanism=mechanism, success=False, refused=True)
+        return AuthResult(success=False, handled=False, message=replies.refusal)
     log.info("auth", user=username, mechanism=mechanism, success=success)
     if success:
         return AuthResult(success=True, auth_data=username)
-    return AuthResult(success=False, handled=False, message=AUTH_FAILED)
+    return AuthResult(success=False, handled=False, message=replies.failure)
 
 
-async def cram_md5(server: SMTP, credentials: Credentials) -> AuthResult:
+async def cram_md5(server: SMTP, credentials: Credentials, replies: AuthReplies = AuthReplies()) -> AuthResult:
     """RFC 2195: send a unique challenge, expect ``username hex(HMAC-MD5(password, challenge))``."""
     challenge = f"<{secrets.randbits(64)}.{int(time.time())}@{server.hostname}>".encode()
     response = await server.challenge_auth(challenge)
@@ -70,5 +84,5 @@ async def cram_md5(server: SMTP, credentials: Credentials) -> AuthResult:
     expected = hmac.new(credentials.password.encode(), challenge, "md5").hexdigest().encode()
     user_ok = hmac.compare_digest(username, credentials.username.encode())
     digest_ok = hmac.compare_digest(digest, expected)
-    return auth_outcome(user_ok and digest_ok, username.decode("utf-8", "replace"), "CRAM-MD5")
+    return auth_outcome(user_ok and digest_ok, username.decode("utf-8", "replace"), "CRAM-MD5", replies)
 

@@ -25,10 +25,15 @@ from typing import NoReturn
 
 import structlog
 
+from fake_smtp.address_rules import AddressRule, parse_address_rule
+from fake_smtp.cert_faults import parse_cert_fault
 from fake_smtp.exposure import exposure_warning
-from fake_smtp.faults import Fault, parse_fault
+from fake_smtp.faults import MAX_SEED, Fault, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
+from fake_smtp.scenarios import listing as scenario_listing
+from fake_smtp.scenarios import resolve as resolve_scenario
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
+from fake_smtp.xoauth2 import STYLES as XOAUTH2_STYLES
 
 DEFAULT_PORT = 2525
 DEFAULT_TLS_PORT = 2465
@@ -58,6 +63,35 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _scenario(text: str) -> str:
+    try:
+        resolve_scenario(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _address_rule(text: str) -> AddressRule:
+    try:
+        return parse_address_rule(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0-{MAX_SEED}, got {text!r}")
+    return int(text)
+
+
+def _cert_fault(text: str) -> str:
+    try:
+        parse_cert_fault(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="fake-smtp", description="A fake SMTP server for offline tests.")
     parser.add_argument("--auth", choices=AUTH_MODES, default="none")
@@ -73,8 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", help="private key PEM for --cert")
     parser.add_argument("--ca-out", help="where to write the PEM clients must trust")
     parser.add_argument("--require-starttls", action="store_true")
+    parser.add_argument("--cert-fault", type=_cert_fault, metavar="FAULT",
+                        help="expired, not-yet-valid, wrong-host, self-signed, untrusted-ca, "
+                             "missing-intermediate or expiring-soon:DAYS; ca-pem is then what a client trusts")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="STEP=ACTION",
                         help="e.g. auth=reply:535, mail_from=delay:2, data=stall, ehlo=no-starttls")
+    parser.add_argument("--rule", type=_address_rule, action="append", default=[], metavar="KIND:GLOB=CODE",
+                        help="a reply by address, e.g. 'rcpt:*@bounce.test=550 5.1.1' or 'from:spoof@*=553'")
+    parser.add_argument("--xoauth2-token-env", metavar="NAME",
+                        help="accept AUTH XOAUTH2 as --username with the bearer token read from this environment "
+                             "variable (it stays out of the process list)")
+    parser.add_argument("--xoauth2-style", choices=XOAUTH2_STYLES, default="gmail",
+                        help="how a bad token is refused: gmail (334 JSON, then 535) or microsoft (535 5.7.3)")
+    parser.add_argument("--scenario", type=_scenario, metavar="NAME[:ARG]",
+                        help="a named real-world failure, e.g. gmail-app-password, greylisting:5 "
+                             "(see --list-scenarios)")
+    parser.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--seed", type=_seed, help="seed for the faults' chance (@P) and delay ranges; "
+                        "the one in use is printed as 'seed N' so a run can be replayed")
     parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
     parser.add_argument("--inbox-token-env", metavar="NAME",
                         help="require Authorization: Bearer <token> on the inbox API, the token read from "
@@ -106,6 +156,9 @@ def configure_logging() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_scenarios:
+        print(scenario_listing())
+        return 0
     if (args.cert is None) != (args.key is None):
         parser.error("--cert and --key go together")
     inbox_token = None
@@ -113,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         inbox_token = os.environ.get(args.inbox_token_env)
         if not inbox_token:
             parser.error(f"--inbox-token-env: the environment variable {args.inbox_token_env} is not set or empty")
+    xoauth2_token = None
+    if args.xoauth2_token_env is not None:
+        xoauth2_token = os.environ.get(args.xoauth2_token_env)
+        if not xoauth2_token:
+            parser.error(f"--xoauth2-token-env: the environment variable {args.xoauth2_token_env} is not set or empty")
     configure_logging()
     try:
         server = FakeSMTP(
@@ -121,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             cert=args.cert, key=args.key, ca_out=args.ca_out, require_starttls=args.require_starttls,
             faults=args.fault, http_port=args.http_port, maildir=args.maildir, max_size=args.max_size,
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
-            inbox_allowed_hosts=args.inbox_allowed_host,
+            inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
+            cert_fault=args.cert_fault, address_rules=args.rule, xoauth2_token=xoauth2_token,
+            xoauth2_style=args.xoauth2_style, seed=args.seed,
         )
     except ValueError as error:
         parser.error(str(error))
@@ -141,12 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if warning:
             print(warning, file=sys.stderr, flush=True)
         print(f"smtp {server.host} {server.port}")
-        if server.tls_port is not None:
+        if server.tls_port is not None and server.tls_port != server.port:
             print(f"smtps {server.host} {server.tls_port}")
         if server.ca_pem is not None:
             print(f"ca-pem {server.ca_pem}")
         if server.http_url is not None:
             print(f"http {server.http_url}")
+        if server.faults:
+            print(f"seed {server.seed}")
         print("ready", flush=True)
         stop.wait()
     finally:

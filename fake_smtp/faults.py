@@ -8,11 +8,19 @@ while it runs (from any thread). Rules are written on the command line as ``STEP
     mail_from=delay:2                       ehlo=no-auth
     ehlo=disconnect                         data=stall
     rcpt_to#2=reply:451:4.7.1 Greylisted    (``#N``: only the first N occurrences)
+    mail_from@0.3=reply:451                 (``@P``: each occurrence with probability P, 0 < P <= 1)
+    data=delay:0.1-0.5                      (a delay drawn between 0.1 and 0.5 s)
+
+Chance is repeatable: the plan draws from one `random.Random(seed)`, so the same seed and the same
+sequence of steps fault the same way again (concurrent sessions interleave their draws).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
+import secrets
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,6 +85,10 @@ class Fault:
     text: str | None = None
     seconds: float | None = None
     times: int | None = None
+    # Lines sent before `text` as a multi-line reply (``535-...`` then ``535 text``), as Gmail answers.
+    lines: tuple[str, ...] = ()
+    probability: float | None = None  # None: every occurrence (within `times`)
+    seconds_max: float | None = None  # a delay drawn in [seconds, seconds_max]
 
     def __post_init__(self) -> None:
         if self.step not in STEPS:
@@ -97,10 +109,20 @@ class Fault:
             raise ValueError(f"fault action {self.action!r} takes no delay")
         if self.action in ADVERTISING_ACTIONS and self.step != "ehlo":
             raise ValueError(f"fault action {self.action!r} applies to step 'ehlo' only")
-        if self.text is not None and any(c in self.text for c in "\r\n\0"):
+        if any(c in line for line in (self.text or "", *self.lines) for c in "\r\n\0"):
             raise ValueError("fault reply text must not contain CR, LF or NUL")
+        if self.lines and (self.action != "reply" or self.text is None):
+            raise ValueError("a multi-line reply needs action 'reply' and a text for its last line")
         if self.times is not None and self.times < 1:
             raise ValueError(f"fault times must be >= 1, got {self.times!r}")
+        if self.probability is not None and not (math.isfinite(self.probability) and 0 < self.probability <= 1):
+            raise ValueError(f"fault probability must be > 0 and <= 1, got {self.probability!r}")
+        if self.seconds_max is not None:
+            if self.action != "delay":
+                raise ValueError("only a delay takes a range")
+            assert self.seconds is not None
+            if not math.isfinite(self.seconds_max) or self.seconds_max < self.seconds:
+                raise ValueError(f"delay range must go up: {self.seconds:g}-{self.seconds_max!r}")
 
     def reply_line(self) -> str:
         """The full reply line for a `reply` rule, e.g. ``535 5.7.8 Error: authentication failed``."""
@@ -110,22 +132,34 @@ class Fault:
             text = _TEXT_BY_STEP_AND_CODE.get((self.step, self.code)) or _TEXT_BY_CODE.get(self.code)
         if text is None:
             text = _TEXT_BY_CLASS[self.code // 100]
-        return f"{self.code} {text}"
+        first = "".join(f"{self.code}-{line}\r\n" for line in self.lines)
+        return f"{first}{self.code} {text}"
 
     def __str__(self) -> str:
         step = self.step if self.times is None else f"{self.step}#{self.times}"
+        if self.probability is not None:
+            step += f"@{self.probability:g}"
         if self.action == "reply":
-            return f"{step}=reply:{self.code}" + ("" if self.text is None else f":{self.text}")
+            text = self.text if not self.lines else " / ".join((*self.lines, self.text or ""))
+            return f"{step}=reply:{self.code}" + ("" if text is None else f":{text}")
         if self.action == "delay":
-            return f"{step}=delay:{self.seconds:g}"
+            upper = "" if self.seconds_max is None else f"-{self.seconds_max:g}"
+            return f"{step}=delay:{self.seconds:g}{upper}"
         return f"{step}={self.action}"
 
 
 def parse_fault(spec: str) -> Fault:
-    """Parse ``STEP[#N]=ACTION`` (see the module docstring); raise ValueError with the reason."""
+    """Parse ``STEP[#N][@P]=ACTION`` (see the module docstring); raise ValueError with the reason."""
     left, sep, right = spec.partition("=")
     if not sep or not left.strip() or not right.strip():
         raise ValueError(f"fault {spec!r}: expected STEP=ACTION, e.g. auth=reply:535")
+    left, at_sign, probability_text = left.strip().partition("@")
+    probability: float | None = None
+    if at_sign:
+        try:
+            probability = float(probability_text)
+        except ValueError:
+            raise ValueError(f"fault {spec!r}: the probability after '@' must be a number, e.g. @0.3") from None
     step_text, hash_sign, times_text = left.strip().partition("#")
     times: int | None = None
     if hash_sign:
@@ -139,16 +173,22 @@ def parse_fault(spec: str) -> Fault:
             if not (len(code_text) == 3 and code_text.isdigit()):
                 raise ValueError(f"reply needs a 3-digit code, got {code_text!r}")
             return Fault(_as_step(step_text), "reply", code=int(code_text), text=text.strip() or None,
-                         times=times)
+                         times=times, probability=probability)
         if action == "delay":
+            low_text, dash, high_text = args.partition("-")
             try:
-                seconds = float(args)
+                if not low_text.strip():  # "-1": one negative number, refused by Fault with its reason
+                    seconds, seconds_max = float(args), None
+                else:
+                    seconds = float(low_text)
+                    seconds_max = float(high_text) if dash else None
             except ValueError:
-                raise ValueError(f"delay needs seconds, got {args!r}") from None
-            return Fault(_as_step(step_text), "delay", seconds=seconds, times=times)
+                raise ValueError(f"delay needs seconds or MIN-MAX seconds, got {args!r}") from None
+            return Fault(_as_step(step_text), "delay", seconds=seconds, seconds_max=seconds_max, times=times,
+                         probability=probability)
         if args:
             raise ValueError(f"action {action!r} takes no argument")
-        return Fault(_as_step(step_text), cast(Action, action), times=times)
+        return Fault(_as_step(step_text), cast(Action, action), times=times, probability=probability)
     except ValueError as error:
         raise ValueError(f"fault {spec!r}: {error}") from None
 
@@ -165,22 +205,44 @@ class _Rule:
     left: int | None  # occurrences still to fault; None: unlimited
 
 
-class FaultPlan:
-    """The rules in force. `take` counts an occurrence; rules used up by `times` stop applying."""
+MAX_FAULTS = 1000
+MAX_SEED = 2**63 - 1
 
-    def __init__(self, faults: Iterable[Fault] = ()) -> None:
+
+def new_seed() -> int:
+    return secrets.randbelow(2**32)
+
+
+class FaultPlan:
+    """The rules in force. `take` counts an occurrence; rules used up by `times` stop applying.
+
+    `seed` makes chance repeatable; without one a fresh seed is chosen, readable as `seed` (and logged at
+    start), so that a run that failed can be replayed with it.
+    """
+
+    def __init__(self, faults: Iterable[Fault] = (), seed: int | None = None) -> None:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
-        self.replace(faults)
+        self.seed = 0
+        self._random = random.Random(0)
+        self.replace(faults, seed)
 
-    def replace(self, faults: Iterable[Fault]) -> None:
+    def replace(self, faults: Iterable[Fault], seed: int | None = None) -> None:
+        """New rules, counted from zero, and a new random sequence (from `seed`, or a fresh seed)."""
         rules: list[_Rule] = []
         for fault in faults:
             if not isinstance(fault, Fault):
                 raise TypeError(f"expected Fault, got {type(fault).__name__}")
             rules.append(_Rule(fault, fault.times))
+        if len(rules) > MAX_FAULTS:
+            raise ValueError(f"at most {MAX_FAULTS} fault rules")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be 0-{MAX_SEED}")
+        chosen = new_seed() if seed is None else seed
         with self._lock:
             self._rules = rules
+            self.seed = chosen
+            self._random = random.Random(chosen)
 
     @property
     def faults(self) -> list[Fault]:
@@ -188,13 +250,24 @@ class FaultPlan:
             return [rule.fault for rule in self._rules]
 
     def take(self, step: str) -> list[Fault]:
-        """The rules that apply to this occurrence of `step`, counting it against their `times`."""
+        """The rules that apply to this occurrence of `step`, counting it against their `times`.
+
+        A rule with a probability fires when its draw says so (a miss does not count against `times`); a
+        ranged delay comes back with the drawn seconds. Draws happen under the lock, in rule order.
+        """
         taken: list[Fault] = []
         with self._lock:
             for rule in self._rules:
-                if rule.fault.step != step or rule.left == 0:
+                fault = rule.fault
+                if fault.step != step or rule.left == 0:
+                    continue
+                if fault.probability is not None and self._random.random() >= fault.probability:
                     continue
                 if rule.left is not None:
                     rule.left -= 1
-                taken.append(rule.fault)
+                if fault.seconds_max is not None:
+                    assert fault.seconds is not None
+                    drawn = self._random.uniform(fault.seconds, fault.seconds_max)
+                    fault = dataclasses.replace(fault, seconds=drawn, seconds_max=None)
+                taken.append(fault)
         return taken

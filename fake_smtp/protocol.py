@@ -13,9 +13,13 @@ from typing import Any
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from fake_smtp.auth import AUTH_NOT_ENABLED, Authenticator, Credentials, cram_md5
+from fake_smtp.auth import AUTH_NOT_ENABLED, Authenticator, AuthReplies, Credentials, cram_md5
 from fake_smtp.faults import FaultPlan
 from fake_smtp.mailbox import Mailbox
+from fake_smtp.policies import Envelope as PolicyEnvelope
+from fake_smtp.policies import Policies, Verdict
+from fake_smtp.xoauth2 import MECHANISM as XOAUTH2
+from fake_smtp.xoauth2 import XOAuth2
 
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 STARTTLS_NOT_OFFERED = "502 5.5.2 Error: command not recognized"
@@ -32,6 +36,9 @@ class Runtime:
     mailbox: Mailbox
     credentials: Credentials | None  # None: anonymous mode, AUTH neither advertised nor accepted
     require_starttls: bool
+    policies: Policies = field(default_factory=Policies)
+    auth_replies: AuthReplies = field(default_factory=AuthReplies)
+    xoauth2: XOAuth2 | None = None  # None: XOAUTH2 neither advertised nor accepted
     connections: set[FakeSMTPProtocol] = field(default_factory=set)
     session_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -63,12 +70,42 @@ class Handler:
 
     async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> Any:
         assert self._runtime.credentials is not None  # AUTH is refused earlier in anonymous mode
-        return await cram_md5(server, self._runtime.credentials)
+        return await cram_md5(server, self._runtime.credentials, self._runtime.auth_replies)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> Any:
+        assert self._runtime.xoauth2 is not None  # excluded from the mechanisms otherwise
+        return await self._runtime.xoauth2.authenticate(server, args)
+
+    # handle_MAIL / handle_RCPT: aiosmtpd's public hooks; accepting means updating the envelope ourselves.
+    async def handle_MAIL(
+        self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        verdict = self._runtime.policies.on_mail(policy_envelope(session, address))
+        if verdict is not None:
+            return server.refuse(verdict, "mail_from")
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        view = policy_envelope(session, envelope.mail_from or "", rcpt=address)
+        verdict = self._runtime.policies.on_rcpt(view)
+        if verdict is not None:
+            return server.refuse(verdict, "rcpt_to")
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: FakeSMTPProtocol, session: Session, envelope: Envelope) -> str:
         outcome = await server.apply_faults("end_of_data")
         if outcome is not None:
             return outcome
+        view = policy_envelope(session, envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos))
+        verdict = self._runtime.policies.on_data(view)
+        if verdict is not None:
+            return server.refuse(verdict, "end_of_data")
         message = self._runtime.mailbox.add(
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),
@@ -79,12 +116,22 @@ class Handler:
         )
         server.log.info("message accepted", id=message.id, mail_from=message.mail_from,
                         rcpt_tos=list(message.rcpt_tos), size=message.size)
+        self._runtime.policies.on_accepted(view)
         return f"250 2.0.0 Ok: queued as {message.id}"
 
     async def handle_exception(self, error: Exception) -> str:
         # No traceback: structlog could render locals, and a local may hold AUTH data.
         log.error("session error", error_type=type(error).__name__)
         return INTERNAL_ERROR
+
+
+def policy_envelope(
+    session: Session, mail_from: str, *, rcpt: str | None = None, rcpt_tos: tuple[str, ...] = ()
+) -> PolicyEnvelope:
+    peer = session.peer
+    peer_ip = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+    login = session.auth_data if isinstance(session.auth_data, str) else None
+    return PolicyEnvelope(peer_ip, login, mail_from, rcpt, rcpt_tos)
 
 
 class FakeSMTPProtocol(SMTP):
@@ -101,7 +148,8 @@ class FakeSMTPProtocol(SMTP):
         super().__init__(
             Handler(runtime),
             auth_required=credentials is not None,
-            authenticator=None if credentials is None else Authenticator(credentials),
+            authenticator=None if credentials is None else Authenticator(credentials, runtime.auth_replies),
+            auth_exclude_mechanism=[XOAUTH2] if runtime.xoauth2 is None else [],
             **kwargs,
         )
         # Set after construction: passing auth_require_tls=False with auth_required=True makes aiosmtpd
@@ -112,6 +160,7 @@ class FakeSMTPProtocol(SMTP):
         self.log: Any = log
         self._hide_starttls = False
         self._hide_auth = runtime.credentials is None
+        self._close_after_reply = False
 
     def _create_session(self) -> Session:
         return _QuietSession(self.loop)
@@ -152,6 +201,16 @@ class FakeSMTPProtocol(SMTP):
                 continue
             kept.append(line)
         return kept
+
+    def refuse(self, verdict: Verdict, step: str) -> str:
+        """The reply line for a policy's verdict; a closing verdict (421) drops the session after it."""
+        self.log.info("policy", step=step, code=verdict.reply[:3], close=verdict.close)
+        self._close_after_reply = verdict.close
+        return verdict.reply
+
+    def _close_if_asked(self) -> None:
+        if self._close_after_reply and self.transport is not None:
+            self.transport.close()
 
     async def apply_faults(self, step: str) -> str | None:
         """Apply the rules for this step: delays first, then at most one reply, disconnect or stall.
@@ -229,10 +288,12 @@ class FakeSMTPProtocol(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         if not (await self._replied_by_fault("mail_from") or await self._refused_before_starttls()):
             await super().smtp_MAIL(arg)
+            self._close_if_asked()
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if not (await self._replied_by_fault("rcpt_to") or await self._refused_before_starttls()):
             await super().smtp_RCPT(arg)
+            self._close_if_asked()
 
     async def smtp_DATA(self, arg: str) -> None:
         if not (await self._replied_by_fault("data") or await self._refused_before_starttls()):

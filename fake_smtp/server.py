@@ -21,16 +21,23 @@ from typing import Any, Literal, get_args
 
 import structlog
 
-from fake_smtp.auth import Credentials
+from fake_smtp.address_rules import AddressRule, AddressRules
+from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
+from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
 from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
 from fake_smtp.inbox_guard import HostPolicy, InboxToken
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
+from fake_smtp.policies import Policies
 from fake_smtp.protocol import FakeSMTPProtocol, Runtime
+from fake_smtp.scenarios import resolve as resolve_scenario
+from fake_smtp.xoauth2 import Style as XOAuth2Style
+from fake_smtp.xoauth2 import XOAuth2
 
 AuthMode = Literal["none", "required"]
-TlsMode = Literal["off", "starttls", "implicit", "both"]
+# implicit-only: a single listener that speaks TLS from the first byte (`port` and `tls_port` are the same).
+TlsMode = Literal["off", "starttls", "implicit", "both", "implicit-only"]
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
 TLS_MODES: tuple[str, ...] = get_args(TlsMode)
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
@@ -69,17 +76,40 @@ class FakeSMTP:
         inbox_token: str | None = None,
         inbox_allowed_hosts: Iterable[str] = (),
         idle_timeout: float = 60.0,
+        scenario: str | None = None,
+        cert_fault: str | None = None,
+        address_rules: Iterable[AddressRule | str] = (),
+        xoauth2_token: str | None = None,
+        xoauth2_style: XOAuth2Style = "gmail",
+        seed: int | None = None,
     ) -> None:
+        # A scenario sets auth, TLS, STARTTLS policy and the XOAUTH2 style unless the caller chose them
+        # (non-default values win).
+        setup = None if scenario is None else resolve_scenario(scenario)[1]
+        if setup is not None:
+            auth = auth if auth != "none" else setup.options.get("auth", auth)
+            tls = tls if tls != "off" else setup.options.get("tls", tls)
+            require_starttls = require_starttls or setup.options.get("require_starttls", False)
+            xoauth2_style = xoauth2_style if xoauth2_style != "gmail" else setup.options.get("xoauth2_style", "gmail")
+            faults = [*setup.faults, *faults]
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, got {tls!r}")
         if (cert is None) != (key is None):
             raise ValueError("cert and key must be given together")
+        if cert_fault is not None:
+            parse_cert_fault(cert_fault)
+            if cert is not None:
+                raise ValueError("cert_fault makes its own certificate: leave cert and key out")
+            if tls == "off":
+                raise ValueError("cert_fault needs TLS: tls='starttls', 'implicit', 'both' or 'implicit-only'")
         if require_starttls and tls not in ("starttls", "both"):
             raise ValueError("require_starttls needs tls='starttls' or tls='both'")
         if auth == "required" and not (username and password):
             raise ValueError("auth='required' needs a username and a password")
+        if xoauth2_token is not None and auth != "required":
+            raise ValueError("xoauth2_token needs auth='required' (XOAUTH2 logs in as `username`)")
         if max_size is not None and max_size < 1:
             raise ValueError("max_size must be >= 1 (or None for no limit)")
         if max_size is not None and max_inbox_bytes < max_size:
@@ -87,22 +117,31 @@ class FakeSMTP:
             raise ValueError(f"max_inbox_bytes ({max_inbox_bytes}) must be at least max_size ({max_size})")
         if inbox_token is not None and http_port is None:
             raise ValueError("inbox_token needs http_port (the inbox API it protects)")
+        self.scenario = scenario
         self.auth: AuthMode = auth
         self.tls: TlsMode = tls
         self.hostname = hostname
         self._bind_host = host
         self._requested = {"smtp": port, "smtps": tls_port, "http": http_port}
         self._cert_files = None if cert is None or key is None else CertFiles(Path(cert), Path(key))
+        self.cert_fault = cert_fault
         self._ca_out = None if ca_out is None else Path(ca_out)
         self._max_size = max_size
         self._idle_timeout = idle_timeout
         self._inbox_token = None if inbox_token is None else InboxToken(inbox_token)
         self._inbox_hosts = HostPolicy(host, inbox_allowed_hosts)
+        self._address_rules = AddressRules(address_rules)  # first: a rule the user wrote beats a scenario
         self._runtime = Runtime(
-            faults=FaultPlan(faults),
+            faults=FaultPlan(faults, seed),
             mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
             credentials=Credentials(username, password) if auth == "required" else None,
             require_starttls=require_starttls,
+            policies=Policies((self._address_rules, *(() if setup is None else setup.policies))),
+            xoauth2=None if xoauth2_token is None else XOAuth2(username, xoauth2_token, xoauth2_style),
+            auth_replies=AuthReplies(
+                failure=(setup and setup.auth_failure_reply) or AUTH_FAILED,
+                refusal=None if setup is None else setup.basic_auth_refusal,
+            ),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -116,7 +155,8 @@ class FakeSMTP:
         self.ca_pem: Path | None = None
 
     def __repr__(self) -> str:
-        return f"FakeSMTP(auth={self.auth!r}, tls={self.tls!r}, host={self.host!r}, port={self.port})"
+        scenario = "" if self.scenario is None else f", scenario={self.scenario!r}"
+        return f"FakeSMTP(auth={self.auth!r}, tls={self.tls!r}{scenario}, host={self.host!r}, port={self.port})"
 
     # -- what clients and tests use -------------------------------------------------------------
     @property
@@ -151,9 +191,23 @@ class FakeSMTP:
     def clear(self) -> None:
         self._runtime.mailbox.clear()
 
-    def set_faults(self, faults: Iterable[Fault]) -> None:
-        """Replace the fault rules; sessions already running see the new rules at their next step."""
-        self._runtime.faults.replace(faults)
+    @property
+    def seed(self) -> int:
+        """The seed of the fault rules' random draws: pass it back as `seed=` to replay a run."""
+        return self._runtime.faults.seed
+
+    def set_faults(self, faults: Iterable[Fault], seed: int | None = None) -> None:
+        """Replace the fault rules (counts and random sequence restart, from `seed` or a fresh one);
+        sessions already running see the new rules at their next step."""
+        self._runtime.faults.replace(faults, seed)
+
+    @property
+    def address_rules(self) -> list[AddressRule]:
+        return list(self._address_rules.rules)
+
+    def set_address_rules(self, rules: Iterable[AddressRule | str]) -> None:
+        """Replace the per-address rules (text like ``rcpt:*@bounce.test=550 5.1.1``) while running."""
+        self._address_rules.replace(rules)
 
     def wait_for_messages(self, count: int = 1, timeout: float = 5.0) -> list[Message]:
         return self._runtime.mailbox.wait_for(count, timeout)
@@ -219,26 +273,31 @@ class FakeSMTP:
         loop = asyncio.get_running_loop()
         context = self._tls_context() if self.tls != "off" else None
         starttls_context = context if self.tls in ("starttls", "both") else None
-        plain = await loop.create_server(
-            lambda: self._protocol(starttls_context, implicit_tls=False),
-            self._bind_host, self._requested["smtp"],
-        )
-        self._servers.append(plain)
-        self.port = _bound_port(plain)
-        if self.tls in ("implicit", "both"):
+        if self.tls != "implicit-only":
+            plain = await loop.create_server(
+                lambda: self._protocol(starttls_context, implicit_tls=False),
+                self._bind_host, self._requested["smtp"],
+            )
+            self._servers.append(plain)
+            self.port = _bound_port(plain)
+        if self.tls in ("implicit", "both", "implicit-only"):
             assert context is not None
+            # implicit-only has one listener: it takes `port` (the port clients are told to use).
+            requested = self._requested["smtp"] if self.tls == "implicit-only" else self._requested["smtps"]
             smtps = await loop.create_server(
-                lambda: self._protocol(None, implicit_tls=True),
-                self._bind_host, self._requested["smtps"], ssl=context,
+                lambda: self._protocol(None, implicit_tls=True), self._bind_host, requested, ssl=context,
             )
             self._servers.append(smtps)
             self.tls_port = _bound_port(smtps)
+            if self.tls == "implicit-only":
+                self.port = self.tls_port
         if self._requested["http"] is not None:
             await self._start_http(self._requested["http"])
         log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
                  ca_pem=None if self.ca_pem is None else str(self.ca_pem),
-                 inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes)
+                 inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes, seed=self.seed,
+                 scenario=self.scenario, cert_fault=self.cert_fault)
         if self.exposed:
             log.warning("listening on a non-loopback address: other machines can reach it",
                         host=self.host, inbox_token=self.inbox_token_set)
@@ -259,16 +318,22 @@ class FakeSMTP:
 
     def _tls_context(self) -> ssl.SSLContext:
         files = self._cert_files
+        trust: Path | None = None
         if files is None:
             self._tempdir = Path(tempfile.mkdtemp(prefix="fake-smtp-"))
-            files = write_self_signed(self.hostname, self._tempdir)
+            if self.cert_fault is not None:
+                faulty = make_faulty_cert(self.cert_fault, self.hostname, self._tempdir)
+                files, trust = faulty.files, faulty.trust_pem
+            else:
+                files = write_self_signed(self.hostname, self._tempdir)
         context = server_context(files)  # fails early on unreadable or mismatched files
+        trust = trust or files.cert
         if self._ca_out is not None:
             self._ca_out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(files.cert, self._ca_out)
+            shutil.copyfile(trust, self._ca_out)
             self.ca_pem = self._ca_out
         else:
-            self.ca_pem = files.cert
+            self.ca_pem = trust
         return context
 
     async def _start_http(self, port: int) -> None:
@@ -282,7 +347,8 @@ class FakeSMTP:
         sock.listen(128)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token),
+            create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token,
+                             faults=self._runtime.faults, rules=self._address_rules),
             lifespan="off", log_config=None, access_log=False, log_level="warning",
             # No client may pose as another through X-Forwarded-For; no version banner.
             proxy_headers=False, server_header=False,

@@ -122,3 +122,19 @@ def test_a_message_larger_than_the_whole_bound_is_dropped_at_once() -> None:
 def test_the_byte_bound_cannot_be_smaller_than_one_message() -> None:
     with pytest.raises(ValueError, match=r"max_inbox_bytes \(1000\) must be at least max_size \(4096\)"):
         FakeSMTP(max_size=4096, max_inbox_bytes=1000)
+
+
+def test_one_message_comes_with_its_headers_text_and_html() -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.test", "b@example.test", "parts"
+    message.set_content("the text\n")
+    message.add_alternative("<p>the html</p>\n", subtype="html")
+    with FakeSMTP(http_port=0) as srv:
+        with smtplib.SMTP(srv.host, srv.port, timeout=5) as smtp:
+            smtp.send_message(message)
+        body = httpx.get(f"{srv.http_url}/messages/1", timeout=5).json()
+    assert (body["text"], body["html"], body["truncated"]) == ("the text\r\n", "<p>the html</p>\r\n", False)
+    assert ["Subject", "parts"] in body["headers"]
+    assert body["raw"].startswith("From: a@example.test")
