@@ -25,12 +25,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
-# Clients that are not ours, for the fake server's scenario tests: swaks from Debian (curl and openssl are
-# in the base image). Installed when missing, as `browser` does.
+# Clients that are not ours, for the fake server's scenario tests (swaks, curl, openssl s_client) and the
+# engine's blocked-connection test (unshare, ip): Debian packages, installed when missing, as `browser` does.
+TOOLS := swaks:swaks curl:curl openssl:openssl unshare:util-linux ip:iproute2
 tools:
-	@command -v swaks >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swaks; fi; }
+	@missing=""; for pair in $(TOOLS); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; fi
 
 lint: install
 	$(BIN)/ruff check .
