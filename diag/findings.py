@@ -450,14 +450,6 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         AuthKind.BAD_CREDENTIALS,
-        "Microsoft 365 refused SMTP AUTH for this mailbox ({reply}): authenticated SMTP "
-        "is disabled by security defaults, Conditional Access, or for the mailbox itself.",
-        "In the Microsoft 365 admin center enable 'Authenticated SMTP' for the mailbox (and check Security "
-        "defaults / Conditional Access), or use an app password if MFA is on.",
-        lambda c: c.text_has("5.7.139", "SmtpClientAuthentication"),
-    ),
-    Row(
-        AuthKind.BAD_CREDENTIALS,
         "Amazon SES rejected the credentials ({reply}). SES needs SMTP credentials, "
         "which differ from IAM access keys.",
         "Create SMTP credentials in the SES console (SMTP settings > "
@@ -496,6 +488,25 @@ ROWS: Final[tuple[Row, ...]] = (
         AuthKind.TEMPORARY,
         "The server could not authenticate right now ({reply}).",
         "Retry in a few minutes; if it persists the provider's authentication service has a problem.",
+    ),
+    Row(
+        AuthKind.SMTP_AUTH_DISABLED,
+        "Microsoft 365 refused SMTP AUTH ({reply}). The password may well be right: SMTP AUTH (a username and "
+        "password over SMTP) is turned off for this mailbox or the whole tenant, by security defaults, "
+        "Conditional Access or the tenant setting. Microsoft turns it off by default for existing tenants at "
+        "the end of December 2026.",
+        "An Exchange admin enables Authenticated SMTP for {username} (Microsoft 365 admin center > Users > "
+        "Active users > Mail > Manage email apps) and checks that the tenant allows it "
+        "(Set-TransportConfig -SmtpClientAuthenticationDisabled $false; security defaults off or an exception); "
+        "or send through an SMTP relay that accepts this product.",
+    ),
+    Row(
+        AuthKind.BASIC_AUTH_RETIRED,
+        "Microsoft 365 no longer accepts a username and password over SMTP for this tenant ({reply}): basic "
+        "authentication for client submission is retired, so no password will work.",
+        "Use OAuth 2.0 (XOAUTH2) if the product supports it; otherwise set the Outgoing Server to a relay that "
+        "accepts the product's credentials or address (an Exchange Online connector, an on-premises relay, "
+        "or a mail service such as Azure Communication Services or Amazon SES).",
     ),
     Row(AuthKind.FAILED, "Authentication failed: {reply}.", "Check the credentials and the server's logs."),
     # ---- mail_from ----------------------------------------------------------------------------------------
@@ -581,10 +592,17 @@ ROWS: Final[tuple[Row, ...]] = (
         "Lower the product's attachment/report size, or raise the server's message size limit.",
     ),
     Row(
-        SendKind.REJECTED,
+        SendKind.SEND_AS_DENIED,
+        "The server took the sender and recipient but refused the message because {username} may not send "
+        "as {from_email} ({reply}). Microsoft 365 checks this only at the end of the message, so checks that "
+        "stop at MAIL FROM pass and real mail fails.",
+        "Set From Email to the mailbox you log in with ({username}), or give that account Send As permission "
+        "for {from_email} (Exchange admin center > Mailboxes > {from_email} > Delegation > Send as).",
+    ),
+    Row(
+        SendKind.SENDER_NOT_VERIFIED,
         "Amazon SES rejected the message ({reply}): the From address or recipient is not verified.",
         "Verify {from_email} (and, in the sandbox, the recipient) in the SES console.",
-        lambda c: c.text_has("not verified"),
     ),
     Row(
         SendKind.REJECTED,

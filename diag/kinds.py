@@ -79,6 +79,8 @@ class AuthKind(StrEnum):
     BAD_CREDENTIALS = "bad_credentials"
     APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105 - a kind's name, not a password
     MECHANISM_UNSUPPORTED = "mechanism_unsupported"
+    SMTP_AUTH_DISABLED = "smtp_auth_disabled"  # Microsoft 365: 535 5.7.139
+    BASIC_AUTH_RETIRED = "basic_auth_retired"  # Microsoft 365: 550 5.7.30
     TEMPORARY = "temporary"
     FAILED = "failed"
 
@@ -101,6 +103,8 @@ class RcptToKind(StrEnum):
 
 class SendKind(StrEnum):
     TOO_LARGE = "too_large"
+    SEND_AS_DENIED = "send_as_denied"  # the login may not send as the From (Microsoft 365: 554 5.2.252)
+    SENDER_NOT_VERIFIED = "sender_not_verified"  # Amazon SES: the From is not a verified identity
     REJECTED = "rejected"
     TEMPORARY = "temporary"
 

@@ -20,7 +20,11 @@ def kind_for_reply(code: int, text: str) -> AuthKind:
         return AuthKind.APP_PASSWORD_REQUIRED
     if code in (530, 538) or enhanced == "5.7.11":
         return AuthKind.TLS_REQUIRED
-    if code == 535 or enhanced in ("5.7.8", "5.7.139"):
+    if enhanced == "5.7.139" or "smtpclientauthentication" in text.lower():
+        return AuthKind.SMTP_AUTH_DISABLED  # the password may well be right: the tenant or mailbox says no
+    if enhanced == "5.7.30":
+        return AuthKind.BASIC_AUTH_RETIRED
+    if code == 535 or enhanced == "5.7.8":
         return AuthKind.BAD_CREDENTIALS
     if code in (504, 502):
         return AuthKind.MECHANISM_UNSUPPORTED

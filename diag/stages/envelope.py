@@ -112,6 +112,11 @@ def data_kind(reply: Reply) -> SendKind:
         return SendKind.TOO_LARGE
     if 400 <= reply.code < 500:
         return SendKind.TEMPORARY
+    text = reply.text.lower()
+    if _enhanced(reply.text) == "5.2.252" or "sendasdenied" in text:
+        return SendKind.SEND_AS_DENIED  # Microsoft 365 checks Send As at the end of DATA, not at MAIL FROM
+    if "not verified" in text:
+        return SendKind.SENDER_NOT_VERIFIED
     return SendKind.REJECTED
 
 

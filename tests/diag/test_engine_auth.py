@@ -92,16 +92,25 @@ async def test_bad_credentials_with_auth_login(scripted_smtp: Callable[..., Scri
     assert result.facts["auth_mechanism_used"] == "LOGIN"
 
 
-async def test_microsoft_365_variant_from_the_reply(starttls_auth: ServerAndConfig) -> None:
+async def test_microsoft_365_smtp_auth_disabled_is_not_a_wrong_password(starttls_auth: ServerAndConfig) -> None:
+    """535 5.7.139 comes with the right password too: its own finding, never "check the password"."""
     _, config = starttls_auth(
         "auth=reply:535:5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant."
     )
     report = await run(config)
-    result = assert_failed_at(report, "auth", "auth.bad_credentials")
+    result = assert_failed_at(report, "auth", "auth.smtp_auth_disabled")
     assert result.finding is not None
-    assert result.finding.cause.startswith("Microsoft 365 refused SMTP AUTH for this mailbox")
-    assert "5.7.139" in result.finding.cause
+    assert result.finding.cause.startswith("Microsoft 365 refused SMTP AUTH")
+    assert "5.7.139" in result.finding.cause and "password may well be right" in result.finding.cause
     assert "Authenticated SMTP" in result.finding.fix
+
+
+async def test_microsoft_365_basic_auth_retired(starttls_auth: ServerAndConfig) -> None:
+    _, config = starttls_auth("auth=reply:550:5.7.30 Basic authentication is not supported for Client Submission.")
+    report = await run(config)
+    result = assert_failed_at(report, "auth", "auth.basic_auth_retired")
+    assert result.finding is not None
+    assert "no password will work" in result.finding.cause and "XOAUTH2" in result.finding.fix
 
 
 async def test_gmail_variant_from_the_reply(starttls_auth: ServerAndConfig) -> None:

@@ -244,7 +244,7 @@ async def test_send_rejected_amazon_ses_not_verified(fake_smtp_factory: Start) -
         f"failed the check in region EU-WEST-1: {RECIPIENT}",
     )
     report = await run(authenticated(srv, recipient=RECIPIENT, send_test_message=True))
-    result = assert_failed_at(report, "send", "send.rejected")
+    result = assert_failed_at(report, "send", "send.sender_not_verified")
     assert result.finding is not None
     assert result.finding.cause.startswith("Amazon SES rejected the message")
     assert f"Verify {FROM}" in result.finding.fix
@@ -266,3 +266,14 @@ async def test_send_temporary(fake_smtp_factory: Start) -> None:
     report = await run(authenticated(srv, recipient=RECIPIENT, send_test_message=True))
     result = assert_failed_at(report, "send", "send.temporary")
     assert result.finding is not None and '"451 ' in result.finding.cause
+
+
+async def test_send_as_denied_at_the_end_of_data(fake_smtp_factory: Start) -> None:
+    """Microsoft 365 takes MAIL FROM and RCPT TO, then refuses the message: a check that stops at MAIL FROM
+    passes, real mail fails. Our finding names the login, the From and the Send As permission."""
+    denied = f"end_of_data=reply:554:5.2.252 SendAsDenied; {USER} not allowed to send as {FROM}"
+    srv = auth_server(fake_smtp_factory, denied)
+    report = await run(authenticated(srv, recipient=RECIPIENT, send_test_message=True))
+    result = assert_failed_at(report, "send", "send.send_as_denied")
+    assert result.finding is not None
+    assert f"may not send as {FROM}" in result.finding.cause and "Send As permission" in result.finding.fix
