@@ -99,6 +99,9 @@ class Report:
     duration_ms: float
     config: dict[str, Any]  # SmtpConfig.public_dict(): never the password
     stages: tuple[StageResult, ...]
+    # Where and with what the check ran (tool version, host name, source address, pod), so a shared report
+    # says it; empty when nobody recorded it. Filled by the service (diag.origin), never by a stage.
+    origin: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -130,6 +133,7 @@ class Report:
             "duration_ms": round(self.duration_ms, 1),
             "config": self.config,
             "stages": [s.to_dict() for s in self.stages],
+            **({"origin": self.origin} if self.origin else {}),
         }
 
     @classmethod
@@ -140,6 +144,7 @@ class Report:
             duration_ms=float(data["duration_ms"]),
             config=dict(data["config"]),
             stages=tuple(StageResult.from_dict(s) for s in data["stages"]),
+            origin=dict(data.get("origin") or {}),
         )
 
 

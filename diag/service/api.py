@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from diag.config import ConfigError, SmtpConfig, parse_config
+from diag.origin import with_origin
 from diag.policy import parse_ip_literal
 from diag.report import Report, RunFinished
 from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
@@ -237,8 +238,8 @@ async def run_to_report(
 ) -> Report:
     from diag.runner import run
 
-    report = await run(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
-                       max_duration_s=services.settings.max_run_s)
+    report = with_origin(await run(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
+                                   max_duration_s=services.settings.max_run_s))
     await run_in_threadpool(services.store.save, report)
     return report
 
@@ -255,6 +256,7 @@ async def stream_run(
     try:
         async for event in events:
             if isinstance(event, RunFinished):
+                event = RunFinished(with_origin(event.report))
                 await run_in_threadpool(services.store.save, event.report)
                 finished = True
             yield event.kind, event.to_dict()

@@ -64,44 +64,81 @@ def run_preset(page: Page, key: str) -> None:
 def test_anonymous_server_is_valid_with_a_warning(page: Page) -> None:
     run_preset(page, "anonymous")
     expect(page.locator("#host")).to_have_value("127.0.0.1")
-    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
-    expect(page.locator("#verdict")).to_contain_text("Configuration is valid")
-    warning = page.locator("#anonymous-warning")
-    expect(warning).to_be_visible()
-    expect(warning).to_contain_text("Anonymous SMTP")
+    verdict = page.locator("#verdict")
+    expect(verdict).to_have_attribute("data-verdict", "valid")
+    expect(verdict).to_contain_text("Configuration is valid, with 1 warning")
+    # Valid with warnings is amber, not the solid green of a clean pass, and the banner lists the warning.
+    expect(verdict).to_have_class("verdict verdict-warning")
+    expect(verdict.locator(".verdict-warnings li")).to_have_count(1)
+    expect(verdict).to_contain_text("Anonymous SMTP")
     expect(page.locator("#stages > li")).to_have_count(9)
     expect(page.locator('[data-stage="mail_from"]')).to_have_attribute("data-status", "passed")
-    expect(page.locator("#waterfall .wf-bar")).to_have_count(9)
+    ran = page.locator('#stages > li:not([data-status="skipped"])').count()
+    expect(page.locator("#waterfall .wf-bar")).to_have_count(ran)  # skipped stages are folded away
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-anonymous.png"), full_page=True)
 
 
 def test_anonymous_warning_shows_behind_another_config_warning(page: Page) -> None:
     """Anonymous SMTP plus Insecure Skip TLS Verify: the main finding is skip-verify, the anonymous one
-    follows it in additional_findings, and the page still raises the anonymous-SMTP warning."""
+    follows it in additional_findings, and the banner lists both warnings."""
     page.goto("/")
     page.click('[data-preset="anonymous"]')
     page.check("#insecure_skip_tls_verify")
     page.click("text=Validate configuration")
     expect(page.locator("#verdict[data-verdict]")).to_be_visible()
-    expect(page.locator("#anonymous-warning")).to_be_visible()
     codes = page.locator('[data-stage="config"] .finding-code')
     expect(codes).to_have_text(["config.insecure_skip_verify", "config.anonymous"])
+    expect(page.locator("#verdict .verdict-warnings > li")).to_have_count(2)
+    expect(page.locator("#verdict")).to_contain_text("Anonymous SMTP")
 
 
-def test_failure_shows_cause_and_fix(page: Page) -> None:
+def test_failure_banner_holds_cause_and_fix_and_takes_focus(page: Page) -> None:
     run_preset(page, "wrong-password")
-    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")
+    verdict = page.locator("#verdict")
+    expect(verdict).to_have_attribute("data-verdict", "invalid")
+    expect(verdict.locator(".verdict-title")).to_have_text("Failed at Authentication")
+    finding = verdict.locator("> .verdict-finding")
+    expect(finding).to_contain_text("Cause:")
+    expect(finding).to_contain_text("Fix:")
+    expect(finding.locator(".finding-code")).to_have_text("auth.bad_credentials")
+    expect(verdict).to_be_focused()  # a screen reader announces the answer
+    # Plaintext credentials get their own line in the banner too.
+    expect(verdict.locator('.verdict-warnings > li[data-code="tls.plaintext_credentials"]')).to_be_visible()
+    expect(verdict).to_contain_text("Password sent in plaintext")
     auth = page.locator('[data-stage="auth"]')
     expect(auth).to_have_attribute("data-status", "failed")
-    expect(auth.locator(".finding")).to_contain_text("Cause:")
-    expect(auth.locator(".finding")).to_contain_text("Fix:")
-    expect(auth.locator(".finding-code")).to_have_text("auth.bad_credentials")
-    expect(page.locator("#anonymous-warning")).to_be_hidden()
+    # The failed stage is open; the passed ones are folded to their one line.
+    assert auth.locator("details.stage-details").evaluate("d => d.open")
+    assert not page.locator('[data-stage="connect"] details.stage-details').evaluate("d => d.open")
+    expect(page.locator('[data-stage="connect"] .stage-summary')).to_be_hidden()
+    expect(page.locator('[data-stage="connect"] .stage-brief')).to_be_visible()
     auth.locator("summary", has_text="Transcript").click()
     expect(auth.locator(".transcript")).to_be_visible()
     expect(auth.locator(".transcript")).not_to_contain_text("not-the-password")
+    expect(auth.locator(".transcript .t-time").first).to_contain_text(" ms")  # times carry their unit
     page.screenshot(path=str(ARTIFACTS / "page-failure.png"), full_page=True)
+
+
+def visible_count(page: Page, text: str) -> int:
+    """How often `text` appears in what the page shows (innerText leaves out hidden and folded content)."""
+    return int(page.evaluate("t => document.body.innerText.split(t).length - 1", text))
+
+
+def test_the_same_warning_text_never_shows_twice(page: Page) -> None:
+    """Anonymous SMTP and a failure: the anonymous warning once (in the banner), the cause once."""
+    page.goto("/")
+    page.click('[data-preset="anonymous"]')
+    page.locator("#advanced").evaluate("el => el.open = true")
+    page.select_option("#tls_mode", "starttls")
+    page.click("text=Validate configuration")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")
+    expect(page.locator("#verdict")).to_contain_text("Anonymous SMTP")
+    assert visible_count(page, "this is anonymous SMTP") == 1
+    failed = page.locator('#stages > li[data-status="failed"]')
+    cause = failed.evaluate("li => li.dataset.stage")
+    main_cause = page.locator("#verdict > .verdict-finding p").first.inner_text().removeprefix("Cause: ")
+    assert visible_count(page, main_cause) == 1, cause
 
 
 def test_self_signed_with_ca_bundle_passes_tls(page: Page) -> None:
