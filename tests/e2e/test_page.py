@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from diag.service.app import create_app
 from diag.service.demo import DemoServers
@@ -32,11 +32,16 @@ def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -200,3 +205,126 @@ def test_sending_is_off_and_the_page_says_how_an_operator_turns_it_on(page: Page
     expect(hint).to_be_visible()
     expect(hint).to_contain_text("DIAG_ALLOW_SEND=1")
     expect(hint).to_contain_text("send mail through your SMTP servers")
+
+
+@pytest.fixture
+def phone(browser: Browser, service_url: str) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=service_url)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def test_nothing_overflows_at_390_px_and_the_answer_is_in_view(phone: Page) -> None:
+    """Facts opened on a failed stage once widened the page to 694 px and clipped the cause and fix."""
+    run_preset(phone, "starttls-untrusted")
+    verdict = phone.locator("#verdict")
+    expect(verdict).to_have_attribute("data-verdict", "invalid")
+    expect(verdict).to_be_in_viewport()  # focus brought the answer up, below the form on a phone
+    failed = phone.locator('#stages > li[data-status="failed"]')
+    for summary in failed.locator("details.more > summary").all():
+        summary.click()
+    expect(failed.locator(".facts")).to_be_visible()
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width
+    box = verdict.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    phone.screenshot(path=str(ARTIFACTS / "page-failure-390.png"), full_page=True)
+
+
+AXE = Path(__file__).parent / "data" / "axe.min.js"  # axe-core from npm, for this test only; never served
+
+
+def test_axe_finds_no_serious_violation(browser: Browser, service_url: str) -> None:
+    """axe-core runs in the page after a failure (banner, folded stages, open facts and transcript). The
+    context bypasses the CSP only so the test can inject axe; the product's CSP is checked elsewhere."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000}, base_url=service_url, bypass_csp=True)
+    page = context.new_page()
+    try:
+        run_preset(page, "wrong-password")
+        for summary in page.locator('[data-stage="auth"] details.more > summary').all():
+            summary.click()
+        page.add_script_tag(path=str(AXE))
+        violations = page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+            ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+            ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))"
+        )
+        assert violations == []
+        page.goto("/history")
+        expect(page.locator("#history-rows tr").first).to_be_visible()
+        page.add_script_tag(path=str(AXE))
+        assert page.evaluate("async () => (await axe.run()).violations.filter(v => v.impact === 'serious'"
+                             " || v.impact === 'critical').map(v => v.id)") == []
+    finally:
+        context.close()
+
+
+def test_history_lists_past_runs_with_links(page: Page) -> None:
+    run_preset(page, "wrong-password")
+    report_path = page.locator("#share-link").get_attribute("href")
+    page.goto("/history")
+    row = page.locator("#history-rows tr", has=page.locator(f'a[href="{report_path}"]'))
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("invalid")
+    expect(row).to_contain_text("auth")
+    expect(row).to_contain_text("127.0.0.1:")
+    row.locator("a").click()
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")
+
+
+def test_address_bar_and_share_link_are_one_and_a_shared_report_says_where_it_ran(page: Page) -> None:
+    run_preset(page, "anonymous")
+    first = page.locator("#share-link").get_attribute("href")
+    page.click('[data-preset="wrong-password"]')
+    page.click("text=Validate configuration")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")
+    second = page.locator("#share-link").get_attribute("href")
+    assert second != first
+    assert page.evaluate("location.pathname") == second
+    page.goto(str(second))
+    meta = page.locator("#verdict .verdict-meta")
+    expect(meta).to_contain_text(" UTC")
+    expect(meta).to_contain_text("smtp-diag ")
+    expect(meta).to_contain_text("ran on ")
+    expect(meta).to_contain_text("from 127.0.0.1")
+    note = page.locator("#shared-note")
+    expect(note).to_contain_text("password is not kept")
+    # Validate without the password: the page asks for it and runs (and stores) nothing.
+    page.click("text=Validate configuration")
+    expect(page.locator("#password-error")).to_contain_text("shared report does not keep it")
+    assert page.evaluate("location.pathname") == second
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "invalid")
+
+
+def test_without_javascript_nothing_goes_into_a_url(browser: Browser, service_url: str) -> None:
+    """The form posts: with scripts off, submitting it puts nothing (the password least of all) in the URL,
+    and the page explains why it needs JavaScript. (Playwright's scripts-off mode keeps <noscript> content as
+    raw text, so the message is checked in the HTML the server sent.)"""
+    context = browser.new_context(base_url=service_url, java_script_enabled=False)
+    page = context.new_page()
+    try:
+        response = page.goto("/")
+        assert response is not None
+        html = response.text()
+        assert "<noscript>" in html and "This page needs JavaScript to run a check" in html
+        page.fill("#host", "127.0.0.1")
+        page.fill("#password", "typed-secret")
+        with page.expect_navigation():
+            page.click("text=Validate configuration")
+        assert "typed-secret" not in page.url and "?" not in page.url
+    finally:
+        context.close()
+
+
+def test_a_shared_link_without_javascript_shows_the_stored_report(page: Page) -> None:
+    """The stored report is rendered on the server inside <noscript> (checked in the HTML, see above)."""
+    run_preset(page, "wrong-password")
+    path = str(page.locator("#share-link").get_attribute("href"))
+    html = page.request.get(path).text()
+    start = html.index('<div class="verdict verdict-')
+    noscript = html[start:html.index("</noscript>", start)]
+    assert 'data-verdict="invalid"' in noscript and "Failed at auth" in noscript
+    assert "Cause: </span>" in noscript and "Fix: </span>" in noscript
+    assert "not-the-password" not in noscript  # (the demo's presets carry it in the page: public by design)
