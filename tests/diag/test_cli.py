@@ -301,7 +301,8 @@ def test_markdown_has_the_stage_table_and_the_transcript(auth_server: FakeSMTP) 
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     md = proc.stdout
-    assert md.startswith("## ❌ SMTP check: **INVALID**")
+    assert md.startswith("**❌ Failed at auth:** ")  # the answer first, then the title
+    assert "\n## ❌ SMTP check: **INVALID**" in md
     assert "| | Stage | Status | Time | Summary |" in md
     assert "| ❌ | auth | failed |" in md
     assert "**Cause:**" in md
