@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from diag.config import ConfigError, SmtpConfig, parse_config
+from diag.input_problems import input_problems
 from diag.origin import with_origin
 from diag.policy import parse_ip_literal
 from diag.report import Report, RunFinished
@@ -101,13 +102,18 @@ async def create_diagnostic(request: Request) -> Response:
     try:
         config = parse_config(data)
     except ConfigError as exc:
-        return field_errors([e.to_dict() for e in exc.errors])
+        # Every problem at once: the schema's, and the unusable values among the fields it did not name.
+        named = {e.field for e in exc.errors}
+        return field_errors([e.to_dict() for e in exc.errors] + [p.to_dict() for p in input_problems(data, skip=named)])
     except (TypeError, ValueError, OverflowError) as exc:
         # A value parse_config did not foresee (e.g. port "²": isdigit() but not int()): still the
         # client's input, so a 422, never a 500. Logged by type only, to get the schema fixed.
         log.warning("config_parse_unexpected", error_type=type(exc).__name__)
         return field_errors([{"field": "body", "message": "a value has an unexpected form; check each field"}])
-    denied = policy_errors(services, config) + permission_errors(services, config)
+    # Every problem at once, each under its field: what is unusable, what the policy refuses, what only the
+    # operator can allow.
+    denied = ([p.to_dict() for p in input_problems(data)] + policy_errors(services, config)
+              + permission_errors(services, config))
     if denied:
         return field_errors(denied)
     if config.helo_name is None:
@@ -199,7 +205,8 @@ def policy_errors(services: Services, config: SmtpConfig) -> list[dict[str, str]
     errors: list[dict[str, str]] = []
     reason = services.policy.vet_port(config.port)
     if reason:
-        errors.append({"field": "port", "message": f"not allowed by this service's egress policy: {reason}"})
+        errors.append({"field": "port", "message": f"{reason} on this service; an operator can change the list "
+                       "with DIAG_ALLOWED_PORTS"})
     address = parse_ip_literal(config.host)
     if address is not None:
         reason = services.policy.vet_address(str(address))

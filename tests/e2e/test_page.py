@@ -171,7 +171,28 @@ def test_denied_port_is_explained_on_the_port_field(page: Page) -> None:
     page.fill("#port", "2525")
     page.fill("#from_email", "app@demo.example")
     page.click("text=Validate configuration")
-    expect(page.locator("#port-error")).to_contain_text("egress policy")
+    error = page.locator("#port-error")
+    expect(error).to_contain_text("not in the allowed ports (587")
+    expect(error).to_contain_text("DIAG_ALLOWED_PORTS")
+    # The message fits its box: nothing sticks out of the form card.
+    card = page.locator(".form-card").bounding_box()
+    box = error.bounding_box()
+    assert card is not None and box is not None and box["x"] + box["width"] <= card["x"] + card["width"]
+    assert error.evaluate("e => e.scrollWidth <= e.clientWidth")
+
+
+def test_every_bad_input_shows_at_once_under_its_field_and_nothing_runs(page: Page) -> None:
+    page.goto("/")
+    page.fill("#host", "smtp://mail.example.com")
+    page.fill("#port", "70000")
+    page.fill("#from_email", "not-an-email")
+    page.click("text=Validate configuration")
+    for field in ("host", "port", "from_email"):
+        expect(page.locator(f"#{field}-error")).to_be_visible()
+        expect(page.locator(f"#{field}")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#host-error")).to_contain_text("scheme")
+    expect(page.locator("#verdict")).to_be_hidden()  # no failed run in the results column
+    expect(page.locator("#stages > li")).to_have_count(0)
 
 
 def test_share_link_markdown_and_keyboard(page: Page) -> None:

@@ -104,8 +104,8 @@ async def test_a_list_of_recipients_sends_nothing(tmp_path: Path, fake_smtp: Fak
             "/api/diagnostics",
             json=config_for(fake_smtp.port, recipient="a@example.test, b@example.test", send_test_message=True),
         )
-    assert response.status_code == 201
-    assert stage(response.json(), "config")["finding"]["code"] == "config.invalid_recipient"
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["recipient"]
     assert fake_smtp.messages == []
 
 
