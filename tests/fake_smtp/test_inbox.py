@@ -2,6 +2,7 @@
 
 import mailbox
 import smtplib
+import socket
 import threading
 from pathlib import Path
 
@@ -122,3 +123,29 @@ def test_a_message_larger_than_the_whole_bound_is_dropped_at_once() -> None:
 def test_the_byte_bound_cannot_be_smaller_than_one_message() -> None:
     with pytest.raises(ValueError, match=r"max_inbox_bytes \(1000\) must be at least max_size \(4096\)"):
         FakeSMTP(max_size=4096, max_inbox_bytes=1000)
+
+
+def test_inbox_peer_is_host_and_port_fields_and_every_error_is_json() -> None:
+    with FakeSMTP(http_port=0) as srv:
+        assert srv.http_url is not None
+        send(srv, "first")
+        [message] = srv.messages
+        assert isinstance(message.rcpt_tos, list)
+        with httpx.Client(base_url=srv.http_url, timeout=5) as http:
+            [listed] = http.get("/messages").json()
+            assert listed["peer"]["host"] == "127.0.0.1"
+            assert isinstance(listed["peer"]["port"], int) and listed["peer"]["port"] > 0
+            for response in (http.get("/nothing-here"), http.get("/messages/abc"), http.put("/messages")):
+                assert response.status_code in (404, 405)
+                assert response.headers["content-type"] == "application/json"
+                assert "error" in response.json()
+
+
+def test_a_port_in_use_is_named_in_the_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"smtp port {port} on 127.0.0.1: already in use"):
+            FakeSMTP(port=port).start()
+        # The inbox's own socket said only "[Errno 98] Address already in use", naming no port at all.
+        with pytest.raises(OSError, match=f"http port {port} on 127.0.0.1: already in use"):
+            FakeSMTP(http_port=port).start()
