@@ -460,7 +460,7 @@
         el("div", { class: "wf-track", "aria-hidden": "true" }, bar),
         el("span", { class: "wf-ms" }, formatMs(ms))));
     }
-    $("waterfall-scale").textContent = "Each bar against the step timeout of " + formatMs(timeoutMs) + "."
+    $("waterfall-scale").textContent = "Each bar against the step timeout of " + (timeoutMs / 1000) + " s."
       + (skipped ? " " + plural(skipped, "skipped stage") + " not shown." : "");
     $("waterfall-box").hidden = false;
   }
