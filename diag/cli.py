@@ -251,6 +251,7 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
     from rich.spinner import Spinner
 
     from diag import render
+    from diag.origin import with_origin
     from diag.report import RunFinished, StageFinished, StageStarted
     from diag.runner import run_events
 
@@ -272,7 +273,7 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
             elif isinstance(event, RunFinished):
                 if isinstance(spinner, Live):
                     spinner.stop()
-                report = event.report
+                report = with_origin(event.report)  # a report pasted in a ticket says where it ran
                 if args.json:
                     stdout.write(render.to_json(report) + "\n")
                 elif args.markdown:

@@ -493,3 +493,11 @@ def test_a_silent_server_shows_a_spinner_with_the_seconds_on_a_terminal_only() -
         listener.close()
     assert piped.returncode == 1
     assert "waiting" not in piped.stdout and "\x1b[" not in piped.stdout
+
+
+def test_the_json_report_says_where_the_check_ran(auth_server: FakeSMTP) -> None:
+    proc = run_cli(*check_args(auth_server.host, auth_server.port, "--tls-mode", "none", "--json"))
+    origin = json.loads(proc.stdout)["origin"]
+    assert origin["tool"] == f"smtp-diag {diag.__version__}"
+    assert origin["hostname"] == socket.gethostname()
+    assert origin["source_address"] == "127.0.0.1"
