@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
@@ -53,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Find out why an SMTP configuration fails, and how to fix it.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{check,serve,demo}")
 
     check = commands.add_parser(
@@ -106,7 +107,7 @@ def _add_flag(group: argparse._ArgumentGroup, f: Field) -> None:
 
 
 def config_from_args(args: argparse.Namespace, *, stdin: TextIO, environ: dict[str, str]) -> SmtpConfig:
-    """The flags as a config, or UsageError naming the flags that are wrong."""
+    """The flags as a config, or one UsageError naming every flag that is wrong (not just the first)."""
     problems: list[str] = []
     password_flag = "--password-stdin" if args.password_stdin else "--password-env"
     has_source = args.password_stdin or args.password_env is not None
@@ -114,25 +115,43 @@ def config_from_args(args: argparse.Namespace, *, stdin: TextIO, environ: dict[s
         problems.append("--username needs a password source: --password-stdin or --password-env VAR")
     if has_source and args.username is None:
         problems.append(f"{password_flag} needs --username")
+    said: set[str] = set()  # fields whose problem is already said in flag words
     for f in CONFIG_FIELDS:
         if f.needs is not None and getattr(args, f.name) and not getattr(args, f.needs.other):
             problems.append(f"{FLAG_FOR_FIELD[f.name]} needs {FLAG_FOR_FIELD[f.needs.other]}")
-    if problems:
-        raise UsageError(*problems)
+            said.add(f.needs.other)
 
     data: dict[str, Any] = {}
     for f in CONFIG_FIELDS:
         value = getattr(args, f.name, None)
         if f.cli is None or value is None:
             continue  # not given: parse_config applies the default
-        data[f.name] = _read_file(f.cli.flag, value) if f.cli.from_file else value
-    if has_source:
-        data["password"] = _read_password(args, stdin, environ)
+        try:
+            data[f.name] = _read_file(f.cli.flag, value) if f.cli.from_file else value
+        except UsageError as exc:  # every problem at once: the rest are still checked
+            problems.extend(exc.messages)
     try:
-        return parse_config(data)
+        if has_source:
+            data["password"] = _read_password(args, stdin, environ)
+    except UsageError as exc:
+        problems.extend(exc.messages)
+    from diag.input_problems import input_problems  # here: it loads the TLS helpers, --help stays fast
+
+    flags = {**FLAG_FOR_FIELD, "password": password_flag}
+    if problems:  # the password flags' problems are said above, in flag words
+        said |= {"username", "password"}
+    try:
+        config: SmtpConfig | None = parse_config(data)
+        errors: list[tuple[str, str]] = []
     except ConfigError as exc:
-        flags = {**FLAG_FOR_FIELD, "password": password_flag}
-        raise UsageError(*(f"{flags.get(e.field, e.field)}: {e.message}" for e in exc.errors)) from None
+        config = None
+        errors = [(e.field, e.message) for e in exc.errors]
+    named = {field for field, _ in errors}
+    errors += [(p.field, p.message) for p in input_problems(data, skip=named)]
+    problems += [f"{flags.get(field, field)}: {message}" for field, message in errors if field not in said]
+    if problems or config is None:
+        raise UsageError(*problems)
+    return config
 
 
 def _read_password(args: argparse.Namespace, stdin: TextIO, environ: dict[str, str]) -> str:
@@ -174,32 +193,65 @@ def _check(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: T
     return EXIT_VALID if report.valid else EXIT_INVALID
 
 
+class _Waiting:
+    """What the spinner says: the stage being waited on and the seconds against its step timeout. Rendered
+    afresh on every refresh of the live display, so the seconds count up while the network is silent."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.stage = "config"
+        self.started = time.monotonic()
+
+    def start(self, stage: str) -> None:
+        self.stage = stage
+        self.started = time.monotonic()
+
+    def __rich__(self) -> Any:
+        from rich.text import Text
+
+        elapsed = time.monotonic() - self.started
+        return Text(f"{self.stage}: waiting {elapsed:.1f} s of the {self.timeout_s:g} s step timeout", style="dim")
+
+
 async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: TextIO) -> Any:
     # Imported here so usage errors and --help stay fast and do not need the engine's dependencies.
     from rich.console import Console
+    from rich.live import Live
+    from rich.spinner import Spinner
 
     from diag import render
-    from diag.report import RunFinished, StageFinished
+    from diag.origin import with_origin
+    from diag.report import RunFinished, StageFinished, StageStarted
     from diag.runner import run_events
 
     live = not (args.json or args.markdown)
     console = Console(file=stdout, no_color="NO_COLOR" in os.environ, highlight=False)
-    async for event in run_events(config):
-        if live and isinstance(event, StageFinished):
-            # In a pipe, a long summary stays on one line (grep-able); a terminal wraps it.
-            console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
-            stdout.flush()  # stages appear as they finish, even through a pipe
-        elif isinstance(event, RunFinished):
-            report = event.report
-            if args.json:
-                stdout.write(render.to_json(report) + "\n")
-            elif args.markdown:
-                stdout.write(render.to_markdown(report))
-            else:
-                console.print()
-                console.print(render.render_summary(report))
-            stdout.flush()
-            return report
+    waiting = _Waiting(config.timeout_s)
+    # A spinner with the elapsed seconds on a terminal only: a 20 s silent connect is never a frozen screen,
+    # and a pipe or a file gets no control sequences.
+    spinner = Live(Spinner("dots", text=waiting), console=console, transient=True, refresh_per_second=10) \
+        if live and console.is_terminal else contextlib.nullcontext()
+    with spinner:
+        async for event in run_events(config):
+            if isinstance(event, StageStarted):
+                waiting.start(event.name)
+            elif live and isinstance(event, StageFinished):
+                # In a pipe, a long summary stays on one line (grep-able); a terminal wraps it.
+                console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
+                stdout.flush()  # stages appear as they finish, even through a pipe
+            elif isinstance(event, RunFinished):
+                if isinstance(spinner, Live):
+                    spinner.stop()
+                report = with_origin(event.report)  # a report pasted in a ticket says where it ran
+                if args.json:
+                    stdout.write(render.to_json(report) + "\n")
+                elif args.markdown:
+                    stdout.write(render.to_markdown(report))
+                else:
+                    console.print()
+                    console.print(render.render_summary(report))
+                stdout.flush()
+                return report
     raise AssertionError("run_events ended without RunFinished")  # pragma: no cover
 
 

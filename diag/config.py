@@ -91,7 +91,7 @@ class SmtpConfig:
     password: Secret | None = field(default=None, metadata=row(
         Text(secret=True), "Password", "SMTP password; never stored, logged or returned.",
         public=False,
-        form=Form("password", row="credentials", width="grow", autocomplete="new-password"),
+        form=Form("password", row="credentials", width="grow", autocomplete="new-password", pair="username"),
     ))
     insecure_skip_tls_verify: bool = field(default=False, metadata=row(
         Flag(), "Insecure Skip TLS Verify", "Report certificate problems as warnings instead of failures.",

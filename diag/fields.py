@@ -371,6 +371,9 @@ class Form:
     gate: Literal["allow_send"] | None = None
     gate_env: str = ""
     denied_hint: str = ""
+    # A field that goes with this one: when it is filled and this one is empty, the page says so before a run
+    # (the password of a username; a shared report never carries the password).
+    pair: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +413,7 @@ class Field:
             "value": self.value.page_value(),
             "advanced": self.form.advanced,
             "refill": self.public,  # a stored report carries its value
+            "pair": self.form.pair,
         }
         if isinstance(self.value, Choice):
             entry["default"] = self.default.value

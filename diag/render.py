@@ -149,35 +149,62 @@ def md_code_block(lines: list[str]) -> str:
     return f"{fence}text\n{body}\n{fence}"
 
 
+def markdown_summary_line(report: Report) -> str:
+    """The one line a support engineer reads first: what failed and the fix, or that it is valid."""
+    failure = report.first_failure
+    if failure is not None:
+        fix = f" **Fix:** {md_inline(failure.finding.fix)}" if failure.finding else ""
+        return f"**❌ Failed at {md_inline(failure.name)}:** {md_code_span(failure.summary)}.{fix}"
+    warnings = report.warnings
+    if warnings:
+        n = len(warnings)
+        names = ", ".join(md_inline(w.name) for w in warnings)
+        return f"**⚠️ Valid, with {n} warning{'s' if n > 1 else ''}** ({names}): {md_code_span(warnings[0].summary)}"
+    return "**✅ Valid:** every stage that ran passed."
+
+
+def _origin_words(origin: Mapping[str, Any]) -> str:
+    parts = [md_code_span(str(origin["tool"]))] if origin.get("tool") else []
+    if origin.get("hostname"):
+        where = f"on {md_code_span(str(origin['hostname']))}"
+        if origin.get("source_address"):
+            where += f" from {md_code_span(str(origin['source_address']))}"
+        if origin.get("pod"):
+            where += f" (pod {md_code_span(str(origin['pod']))})"
+        parts.append(where)
+    return (", " + ", ".join(parts)) if parts else ""
+
+
 def to_markdown(report: Report) -> str:
+    """Read top-down: the summary line, the failure's cause and fix, the warnings, the stages, the config."""
     host = report.config.get("host", "?")
     port = report.config.get("port", "?")
     icon = "✅" if report.valid else "❌"
     out: list[str] = [
+        markdown_summary_line(report),
+        "",
         f"## {icon} SMTP check: **{report.verdict.upper()}** for {md_code_span(f'{host}:{port}')}",
         "",
         f"Run {md_code_span(report.id)} started {report.started_at}, "
-        f"took {format_duration(report.duration_ms)}.{dropped_note(report)}",
-        "",
-        "### Configuration",
-        "",
-        "| Setting | Value |",
-        "|---|---|",
+        f"took {format_duration(report.duration_ms)}{_origin_words(report.origin)}.{dropped_note(report)}",
     ]
-    for name, value in report.config.items():
-        if name == "password":  # public_dict never has it; a hand-made dict must not leak it either
-            continue
-        # Values are what someone typed (a From of "![x](https://...)" is well-formed JSON): code spans too.
-        out.append(f"| {md_cell(name)} | {md_code_cell(format_fact(value))} |")
+    failure = report.first_failure
+    if failure is not None:
+        out += ["", *_markdown_problem(failure)]
+    for s in report.warnings:
+        out += ["", *_markdown_problem(s)]
     out += ["", "### Stages", "", "| | Stage | Status | Time | Summary |", "|---|---|---|---|---|"]
     for s in report.stages:
         out.append(
             f"| {MARKDOWN_ICONS[s.status]} | {md_cell(s.name)} | {s.status.value} | "
             f"{format_duration(s.duration_ms)} | {md_code_cell(s.summary)} |"
         )
-    for s in report.stages:
-        if s.status in (Status.FAILED, Status.WARNING):
-            out += ["", *_markdown_problem(s)]
+    out += ["", "### Configuration", "", "| Setting | Value |", "|---|---|"]
+    for name, value in report.config.items():
+        if name == "password":  # public_dict never has it; a hand-made dict must not leak it either
+            continue
+        # Values are what someone typed (a From of "![x](https://...)" is well-formed JSON): code spans too.
+        out.append(f"| {md_cell(name)} | {md_code_cell(format_fact(value))} |")
     return "\n".join(out) + "\n"
 
 

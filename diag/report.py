@@ -102,6 +102,9 @@ class Report:
     stages: tuple[StageResult, ...]
     # Transcript lines not recorded once the run's transcript was full (diag.transcript.MAX_LINES).
     transcript_lines_dropped: int = 0
+    # Where and with what the check ran (tool version, host name, source address, pod), so a shared report
+    # says it; empty when nobody recorded it. Filled by the service (diag.origin), never by a stage.
+    origin: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -134,6 +137,7 @@ class Report:
             "config": self.config,
             "stages": [s.to_dict() for s in self.stages],
             "transcript_lines_dropped": self.transcript_lines_dropped,
+            **({"origin": self.origin} if self.origin else {}),
         }
 
     @classmethod
@@ -145,6 +149,7 @@ class Report:
             config=dict(data["config"]),
             stages=tuple(StageResult.from_dict(s) for s in data["stages"]),
             transcript_lines_dropped=int(data.get("transcript_lines_dropped", 0)),  # absent in older reports
+            origin=dict(data.get("origin") or {}),
         )
 
 

@@ -97,4 +97,12 @@ def create_inbox_app(
             *(chaos_routes(faults, rules) if faults is not None and rules is not None else []),
         ],
         middleware=[Middleware(InboxGuard, hosts=hosts, token=token)],
+        # A JSON API answers in JSON, also for a path or method it does not have (Starlette's are plain text).
+        exception_handlers={404: _json_error, 405: _json_error},
     )
+
+
+async def _json_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    message = {404: "no such path", 405: "method not allowed"}.get(status, "error")
+    return JSONResponse({"error": message}, status_code=status, headers=getattr(exc, "headers", None))

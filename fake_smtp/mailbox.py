@@ -23,12 +23,13 @@ class Message:
 
     id: int
     mail_from: str
-    rcpt_tos: tuple[str, ...]
+    rcpt_tos: list[str]  # a list, as JSON and aiosmtpd have it (a copy: the mailbox never shares its own)
     raw: bytes = field(repr=False)
     auth_user: str | None
     tls: bool
-    peer: str
+    peer: str  # the client's address
     received_at: dt.datetime
+    peer_port: int | None = None
 
     @property
     def subject(self) -> str | None:
@@ -48,7 +49,7 @@ class Message:
             "subject": self.subject,
             "auth_user": self.auth_user,
             "tls": self.tls,
-            "peer": self.peer,
+            "peer": {"host": self.peer, "port": self.peer_port},
             "size": self.size,
             "received_at": self.received_at.isoformat(),
         }
@@ -95,12 +96,13 @@ class Mailbox:
         return self._max_bytes
 
     def add(
-        self, *, mail_from: str, rcpt_tos: list[str], raw: bytes, auth_user: str | None, tls: bool, peer: str
+        self, *, mail_from: str, rcpt_tos: list[str], raw: bytes, auth_user: str | None, tls: bool, peer: str,
+        peer_port: int | None = None,
     ) -> Message:
         with self._changed:
             message = Message(
-                id=self._next_id, mail_from=mail_from, rcpt_tos=tuple(rcpt_tos), raw=raw,
-                auth_user=auth_user, tls=tls, peer=peer, received_at=dt.datetime.now(dt.UTC),
+                id=self._next_id, mail_from=mail_from, rcpt_tos=list(rcpt_tos), raw=raw,
+                auth_user=auth_user, tls=tls, peer=peer, peer_port=peer_port, received_at=dt.datetime.now(dt.UTC),
             )
             self._next_id += 1
             if message.size > self._max_bytes:

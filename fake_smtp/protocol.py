@@ -112,7 +112,9 @@ class Handler:
             raw=envelope.original_content or b"",
             auth_user=session.auth_data if isinstance(session.auth_data, str) else None,
             tls=server.uses_tls,
-            peer=str(session.peer),
+            # aiosmtpd's peer is a socket address tuple (host, port[, flow, scope]); kept as fields, not its repr.
+            peer=str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer),
+            peer_port=int(session.peer[1]) if isinstance(session.peer, tuple) else None,
         )
         server.log.info("message accepted", id=message.id, mail_from=message.mail_from,
                         rcpt_tos=list(message.rcpt_tos), size=message.size)

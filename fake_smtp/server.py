@@ -9,12 +9,14 @@ probe dials the configured port and so fails with port 0): `start()` returns onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import shutil
 import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
@@ -269,30 +271,44 @@ class FakeSMTP:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
+    @contextlib.contextmanager
+    def _naming_port(self, listener: str) -> Iterator[None]:
+        """'[Errno 98] Address already in use' alone does not say which of up to three ports it was."""
+        try:
+            yield
+        except OSError as error:
+            port = self._requested[listener]
+            why = "already in use" if error.errno == errno.EADDRINUSE else (error.strerror or str(error))
+            raise OSError(error.errno, f"{listener} port {port} on {self._bind_host}: {why}") from error
+
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         context = self._tls_context() if self.tls != "off" else None
         starttls_context = context if self.tls in ("starttls", "both") else None
         if self.tls != "implicit-only":
-            plain = await loop.create_server(
-                lambda: self._protocol(starttls_context, implicit_tls=False),
-                self._bind_host, self._requested["smtp"],
-            )
+            with self._naming_port("smtp"):
+                plain = await loop.create_server(
+                    lambda: self._protocol(starttls_context, implicit_tls=False),
+                    self._bind_host, self._requested["smtp"],
+                )
             self._servers.append(plain)
             self.port = _bound_port(plain)
         if self.tls in ("implicit", "both", "implicit-only"):
             assert context is not None
             # implicit-only has one listener: it takes `port` (the port clients are told to use).
-            requested = self._requested["smtp"] if self.tls == "implicit-only" else self._requested["smtps"]
-            smtps = await loop.create_server(
-                lambda: self._protocol(None, implicit_tls=True), self._bind_host, requested, ssl=context,
-            )
+            listener = "smtp" if self.tls == "implicit-only" else "smtps"
+            with self._naming_port(listener):
+                smtps = await loop.create_server(
+                    lambda: self._protocol(None, implicit_tls=True), self._bind_host, self._requested[listener],
+                    ssl=context,
+                )
             self._servers.append(smtps)
             self.tls_port = _bound_port(smtps)
             if self.tls == "implicit-only":
                 self.port = self.tls_port
         if self._requested["http"] is not None:
-            await self._start_http(self._requested["http"])
+            with self._naming_port("http"):
+                await self._start_http(self._requested["http"])
         log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
                  ca_pem=None if self.ca_pem is None else str(self.ca_pem),
@@ -342,9 +358,13 @@ class FakeSMTP:
         from fake_smtp.inbox_api import create_inbox_app
 
         sock = socket.socket(_family(self._bind_host), socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._bind_host, port))
-        sock.listen(128)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._bind_host, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()  # a port in use must not leak the socket too
+            raise
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token,

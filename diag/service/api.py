@@ -28,7 +28,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from diag.config import ConfigError, SmtpConfig, parse_config
+from diag.input_problems import input_problems
 from diag.logging import get_logger
+from diag.origin import with_origin
 from diag.policy import parse_ip_literal
 from diag.report import VERDICTS, Report, RunFinished
 from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
@@ -104,13 +106,18 @@ async def create_diagnostic(request: Request) -> Response:
     try:
         config = parse_config(data)
     except ConfigError as exc:
-        return field_errors([e.to_dict() for e in exc.errors])
+        # Every problem at once: the schema's, and the unusable values among the fields it did not name.
+        named = {e.field for e in exc.errors}
+        return field_errors([e.to_dict() for e in exc.errors] + [p.to_dict() for p in input_problems(data, skip=named)])
     except (TypeError, ValueError, OverflowError) as exc:
         # A value parse_config did not foresee (e.g. port "²": isdigit() but not int()): still the
         # client's input, so a 422, never a 500. Logged by type only, to get the schema fixed.
         log.warning("config_parse_unexpected", error_type=type(exc).__name__)
         return field_errors([{"field": "body", "message": "a value has an unexpected form; check each field"}])
-    denied = policy_errors(services, config) + permission_errors(services, config)
+    # Every problem at once, each under its field: what is unusable, what the policy refuses, what only the
+    # operator can allow.
+    denied = ([p.to_dict() for p in input_problems(data)] + policy_errors(services, config)
+              + permission_errors(services, config))
     if denied:
         return field_errors(denied)
     if config.helo_name is None:
@@ -202,7 +209,8 @@ def policy_errors(services: Services, config: SmtpConfig) -> list[dict[str, str]
     errors: list[dict[str, str]] = []
     reason = services.policy.vet_port(config.port)
     if reason:
-        errors.append({"field": "port", "message": f"not allowed by this service's egress policy: {reason}"})
+        errors.append({"field": "port", "message": f"{reason} on this service; an operator can change the list "
+                       "with DIAG_ALLOWED_PORTS"})
     address = parse_ip_literal(config.host)
     if address is not None:
         reason = services.policy.vet_address(str(address))
@@ -241,8 +249,8 @@ async def run_to_report(
 ) -> Report:
     from diag.runner import run
 
-    report = await run(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
-                       max_duration_s=services.settings.max_run_s)
+    report = with_origin(await run(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
+                                   max_duration_s=services.settings.max_run_s))
     await run_in_threadpool(services.store.save, report)
     return report
 
@@ -259,6 +267,7 @@ async def stream_run(
     try:
         async for event in events:
             if isinstance(event, RunFinished):
+                event = RunFinished(with_origin(event.report))
                 await run_in_threadpool(services.store.save, event.report)
                 finished = True
             yield event.kind, event.to_dict()

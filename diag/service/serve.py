@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import resource
+import signal
 import socket
 import sys
 from contextlib import ExitStack
@@ -109,6 +110,10 @@ def accepted_hosts_line(settings: Settings) -> str:
     return f"{', '.join(hosts)} (any port; {source} to change)"
 
 
+def _stopped_by_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM after uvicorn's shutdown: the server has stopped cleanly; nothing is left to do."""
+
+
 def main(host: str | None = None, port: int | None = None, demo: bool = False, *, err: TextIO = sys.stderr) -> int:
     try:
         settings = Settings.from_env()
@@ -146,7 +151,9 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
             servers = stack.enter_context(DemoServers())
             presets = servers.presets
             settings = with_demo_ports(settings, servers.ports)
-            print(f"smtp-diag: demo SMTP servers on 127.0.0.1 ports {sorted(servers.ports)}", file=err)
+            print(f"smtp-diag: demo SMTP servers on 127.0.0.1 ports {sorted(servers.ports)}:", file=err)
+            for preset in presets:  # which server is which: the page's presets, by port
+                print(f"  {preset['config']['port']:>5}  {preset['label']}: {preset['description']}", file=err)
         try:
             sock = bind_socket(host, port)
         except OSError as exc:
@@ -162,7 +169,13 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
         config = uvicorn_config(app, settings, max_connections)
         # Ctrl-C / SIGTERM is how a server is stopped: uvicorn shuts down cleanly, then re-raises the
         # KeyboardInterrupt; that is a normal end (exit 0), not an interrupted command (130).
-        with contextlib.suppress(KeyboardInterrupt):
-            uvicorn.Server(config).run(sockets=[sock])
+        # uvicorn re-raises the signal it caught once it has shut down; with the default SIGTERM action that
+        # kills the process (exit 143). A handler that does nothing lets the clean shutdown end in exit 0.
+        previous = signal.signal(signal.SIGTERM, _stopped_by_sigterm)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         print("smtp-diag: stopped", file=err, flush=True)
     return 0

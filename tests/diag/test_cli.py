@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import diag
 from diag.cli import main
 from diag.report import STAGE_NAMES, Report
 from diag.service.openapi import openapi_document
@@ -312,7 +313,8 @@ def test_markdown_has_the_stage_table_and_the_transcript(auth_server: FakeSMTP) 
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     md = proc.stdout
-    assert md.startswith("## ❌ SMTP check: **INVALID**")
+    assert md.startswith("**❌ Failed at auth:** ")  # the answer first, then the title
+    assert "\n## ❌ SMTP check: **INVALID**" in md
     assert "| | Stage | Status | Time | Summary |" in md
     assert "| ❌ | auth | failed |" in md
     assert "**Cause:**" in md
@@ -438,3 +440,75 @@ def test_the_product_runs_without_the_demo_extra() -> None:
     assert done.returncode == 2, done.stderr
     assert "pip install 'smtp-diag[demo]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version_prints_the_tool_and_its_version() -> None:
+    out = io.StringIO()
+    assert main(["--version"], stdout=out, stderr=io.StringIO()) == 0
+    assert out.getvalue().strip() == f"smtp-diag {diag.__version__}"
+
+
+def test_every_bad_input_is_reported_at_once_with_exit_2() -> None:
+    """A bad port, a From that is no address, a host with a port in it and a username without a password:
+    four lines in one go (not the first one, and not a failed run that exits 1)."""
+    err = io.StringIO()
+    code = main(["check", "--host", "smtp.example.com:587", "--port", "70000", "--from-email", "not-an-email",
+                 "--username", "u"], stdout=io.StringIO(), stderr=err)
+    assert code == 2
+    lines = err.getvalue().splitlines()
+    assert [line.split(":")[2].split()[0] for line in lines] == ["--username", "--port", "--host", "--from-email"]
+    assert all(line.startswith("smtp-diag: error: ") for line in lines)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--from-email", "not-an-email"), ("--host", "smtp://mail.example.com"),
+                                             ("--recipient", "a@example.com, b@example.com")])
+def test_an_unusable_value_is_a_usage_error_not_a_failed_run(flag: str, value: str) -> None:
+    err = io.StringIO()
+    argv = ["check", "--host", "smtp.example.com", "--port", "587", "--from-email", "a@example.com", flag, value]
+    assert main(argv, stdout=io.StringIO(), stderr=err) == 2
+    assert err.getvalue().startswith(f"smtp-diag: error: {flag}: ")
+
+
+def run_on_a_tty(args: list[str]) -> tuple[int, str]:
+    """The CLI with a pseudo-terminal as its stdout (what a person at a terminal has): exit code and output."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "diag.cli", *args], stdout=follower, stderr=follower,
+                            stdin=subprocess.DEVNULL, cwd=REPO, env=cli_env(TERM="xterm"))
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the follower side closed: the process is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_silent_server_shows_a_spinner_with_the_seconds_on_a_terminal_only() -> None:
+    """A server that never greets: on a terminal the wait is visible (stage, seconds, the step timeout);
+    through a pipe there is no spinner and no control sequence."""
+    listener = SilentListener()
+    try:
+        args = check_args("127.0.0.1", listener.port, "--tls-mode", "none", "--timeout", "1")
+        code, tty_out = run_on_a_tty(args)
+        assert code == 1, tty_out
+        assert "connect: waiting " in tty_out and " s of the 1 s step timeout" in tty_out
+        piped = run_cli(*args)
+    finally:
+        listener.close()
+    assert piped.returncode == 1
+    assert "waiting" not in piped.stdout and "\x1b[" not in piped.stdout
+
+
+def test_the_json_report_says_where_the_check_ran(auth_server: FakeSMTP) -> None:
+    proc = run_cli(*check_args(auth_server.host, auth_server.port, "--tls-mode", "none", "--json"))
+    origin = json.loads(proc.stdout)["origin"]
+    assert origin["tool"] == f"smtp-diag {diag.__version__}"
+    assert origin["hostname"] == socket.gethostname()
+    assert origin["source_address"] == "127.0.0.1"

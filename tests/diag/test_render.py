@@ -94,10 +94,37 @@ def markdown_html(text: str) -> str:
 
 
 def test_markdown_title_names_verdict_and_target() -> None:
-    first = to_markdown(sample_report()).splitlines()[0]
-    assert first.startswith("## ")
-    assert "INVALID" in first
-    assert "`smtp.example.com:587`" in first
+    title = to_markdown(sample_report()).splitlines()[2]
+    assert title.startswith("## ")
+    assert "INVALID" in title
+    assert "`smtp.example.com:587`" in title
+
+
+def test_markdown_reads_top_down_summary_line_cause_and_fix_warnings_stages_config() -> None:
+    """What a support engineer pastes into a ticket: the answer in the first line, then the details."""
+    md = to_markdown(sample_report())
+    assert md.splitlines()[0] == (
+        "**❌ Failed at auth:** `The server rejected the user name or password (535).`. "
+        "**Fix:** Check the password; Gmail needs an app password."
+    )
+    order = ["### ❌ auth: failed", "**Cause:**", "### ⚠️ tls: warning", "### Stages", "### Configuration"]
+    positions = [md.index(marker) for marker in order]
+    assert positions == sorted(positions)
+
+
+def test_markdown_summary_line_for_a_valid_run_with_and_without_warnings() -> None:
+    report = sample_report()
+    warned = Report(report.id, report.started_at, 1.0, report.config, report.stages[:3])
+    assert to_markdown(warned).startswith("**⚠️ Valid, with 1 warning** (tls): `Certificate expires soon | renew it`")
+    clean = Report(report.id, report.started_at, 1.0, report.config, report.stages[:2])
+    assert to_markdown(clean).startswith("**✅ Valid:** every stage that ran passed.\n")
+
+
+def test_markdown_says_where_the_check_ran() -> None:
+    report = sample_report()
+    origin = {"tool": "smtp-diag 0.1.0", "hostname": "worker-7", "source_address": "10.0.0.5", "pod": "diag-1"}
+    md = to_markdown(Report(report.id, report.started_at, 1.0, report.config, report.stages, origin=origin))
+    assert "`smtp-diag 0.1.0`, on `worker-7` from `10.0.0.5` (pod `diag-1`)." in md
 
 
 def test_markdown_config_shows_password_set_never_password() -> None:
@@ -112,8 +139,8 @@ def test_markdown_stage_table_renders_one_row_per_stage_with_pipes_escaped() -> 
     report = sample_report()
     html = markdown_html(to_markdown(report))
     tables = re.findall(r"<table>.*?</table>", html, re.S)
-    assert len(tables) == 2  # configuration, stages
-    stage_rows = re.findall(r"<tr>(.*?)</tr>", tables[1], re.S)[1:]  # minus the header
+    assert len(tables) == 2  # stages, configuration
+    stage_rows = re.findall(r"<tr>(.*?)</tr>", tables[0], re.S)[1:]  # minus the header
     assert len(stage_rows) == len(report.stages)
     for row, stage in zip(stage_rows, report.stages, strict=True):
         cells = re.findall(r"<td>(.*?)</td>", row, re.S)

@@ -63,8 +63,8 @@ class Service:
         assert url, "".join(self.stderr_lines)
         return url[0]
 
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
         return self.process.wait(timeout=20)
 
 
@@ -102,3 +102,14 @@ def test_serve_demo_runs_every_preset_and_stops_cleanly(service: Service) -> Non
     log = "".join(service.stderr_lines)
     assert "Traceback" not in log
     assert "demo SMTP servers on 127.0.0.1 ports" in log
+    for preset in presets:  # which demo server is on which port
+        assert f"{preset['config']['port']:>5}  {preset['label']}: " in log
+
+
+def test_serve_exits_0_on_sigterm(service: Service) -> None:
+    """As documented: SIGTERM (what `docker stop` and Kubernetes send) stops the server cleanly, exit 0."""
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        assert client.get("/healthz").status_code == 200
+    assert service.stop(signal.SIGTERM) == 0
+    log = "".join(service.stderr_lines)
+    assert "Traceback" not in log

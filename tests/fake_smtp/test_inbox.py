@@ -2,6 +2,7 @@
 
 import mailbox
 import smtplib
+import socket
 import threading
 from pathlib import Path
 
@@ -138,3 +139,29 @@ def test_one_message_comes_with_its_headers_text_and_html() -> None:
     assert (body["text"], body["html"], body["truncated"]) == ("the text\r\n", "<p>the html</p>\r\n", False)
     assert ["Subject", "parts"] in body["headers"]
     assert body["raw"].startswith("From: a@example.test")
+
+
+def test_inbox_peer_is_host_and_port_fields_and_every_error_is_json() -> None:
+    with FakeSMTP(http_port=0) as srv:
+        assert srv.http_url is not None
+        send(srv, "first")
+        [message] = srv.messages
+        assert isinstance(message.rcpt_tos, list)
+        with httpx.Client(base_url=srv.http_url, timeout=5) as http:
+            [listed] = http.get("/messages").json()
+            assert listed["peer"]["host"] == "127.0.0.1"
+            assert isinstance(listed["peer"]["port"], int) and listed["peer"]["port"] > 0
+            for response in (http.get("/nothing-here"), http.get("/messages/abc"), http.put("/messages")):
+                assert response.status_code in (404, 405)
+                assert response.headers["content-type"] == "application/json"
+                assert "error" in response.json()
+
+
+def test_a_port_in_use_is_named_in_the_error() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"smtp port {port} on 127.0.0.1: already in use"):
+            FakeSMTP(port=port).start()
+        # The inbox's own socket said only "[Errno 98] Address already in use", naming no port at all.
+        with pytest.raises(OSError, match=f"http port {port} on 127.0.0.1: already in use"):
+            FakeSMTP(http_port=port).start()

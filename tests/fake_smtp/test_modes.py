@@ -36,7 +36,7 @@ async def test_anonymous_plain_send_is_captured(client: str) -> None:
         outcome = await converse(client, srv, starttls=False)
         assert (outcome.kind, outcome.code) == ("ok", 250)
         [message] = srv.messages
-    assert (message.mail_from, message.rcpt_tos, message.subject) == (SENDER, (RECIPIENT,), "hello")
+    assert (message.mail_from, message.rcpt_tos, message.subject) == (SENDER, [RECIPIENT], "hello")
     assert (message.auth_user, message.tls) == (None, False)
     assert b"Subject: hello" in message.raw
 

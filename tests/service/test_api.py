@@ -247,3 +247,26 @@ async def test_health_and_readiness(tmp_path: Path) -> None:
     async with api_client(broken) as client:
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_every_input_problem_at_once_each_under_its_field(tmp_path: Path, smtp: FakeSMTP) -> None:
+    """A schema error (port), unusable values (host with a scheme, From without @, a username without a
+    password) and a denied port's partner problems come back together, before any run and any connection."""
+    body = {"host": "smtp://mail.example.com", "port": 70000, "from_email": "not-an-email", "username": "u"}
+    async with api_client(create_app(make_settings(tmp_path))) as client:
+        response = await client.post("/api/diagnostics", json=body)
+        listed = (await client.get("/api/diagnostics")).json()["items"]
+    assert response.status_code == 422
+    fields = [e["field"] for e in response.json()["errors"]]
+    assert sorted(fields) == ["from_email", "host", "port", "username"]
+    assert listed == []  # nothing ran, nothing was stored
+
+
+async def test_a_denied_port_names_the_allowed_ports_and_the_setting(tmp_path: Path, smtp: FakeSMTP) -> None:
+    settings = make_settings(tmp_path, allowed_ports=frozenset({25, 587}))
+    async with api_client(create_app(settings)) as client:
+        response = await client.post("/api/diagnostics", json=config_for(smtp.port))
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == "port"
+    assert "(25, 587)" in error["message"] and "DIAG_ALLOWED_PORTS" in error["message"]

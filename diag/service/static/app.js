@@ -107,18 +107,43 @@
     return message;
   }
 
+  // Problems the page can see before asking the server (the server checks everything again).
+  function localErrors(config) {
+    const errors = [];
+    for (const { name, pair } of FIELDS) {
+      if (pair && config[pair] && !config[name]) {
+        errors.push({ field: name, message: sharedReportLoaded
+          ? "type the password: a shared report does not keep it"
+          : "enter the password for this username, or clear the username for anonymous SMTP" });
+      }
+    }
+    return errors;
+  }
+
+  let running = null; // the AbortController of the run in flight
+  let runTimeoutS = 10;
+  let sharedReportLoaded = false;
+
   async function validate(event) {
     event.preventDefault();
+    if (running) return;
     clearErrors();
+    const config = collectConfig();
+    const local = localErrors(config);
+    if (local.length) { showFieldErrors(local); return; }
+    runTimeoutS = typeof config.timeout_s === "number" && config.timeout_s > 0 ? config.timeout_s : 10;
     const button = $("validate");
     button.disabled = true;
+    running = new AbortController();
+    $("cancel").hidden = false;
     resetResults();
     setRunning(true);
     try {
       const response = await fetch("/api/diagnostics", {
         method: "POST",
         headers: Object.assign({ "Content-Type": "application/json", "Accept": "text/event-stream" }, authHeaders()),
-        body: JSON.stringify(collectConfig()),
+        body: JSON.stringify(config),
+        signal: running.signal,
       });
       if (response.status === 422) {
         const body = await response.json();
@@ -134,12 +159,41 @@
       await readEvents(response, handleEvent);
       if (!currentReport) showFormError("The run ended before its report arrived. Try again.");
     } catch (err) {
-      showFormError("Could not reach the service: " + err.message);
-      showIdle();
+      if (err.name === "AbortError") showCancelled();
+      else { showFormError("Could not reach the service: " + err.message); showIdle(); }
     } finally {
+      stopClock();
+      running = null;
+      $("cancel").hidden = true;
       button.disabled = false;
       setRunning(false);
     }
+  }
+
+  // Aborting the request is the cancel: the service stops a run whose client left, closes its SMTP
+  // connection and frees the run's slot.
+  function cancelRun() {
+    if (running) running.abort();
+  }
+
+  function showCancelled() {
+    stopClock();
+    for (const item of document.querySelectorAll('#stages [data-status="running"]')) {
+      item.querySelector(".badge").textContent = "Cancelled";
+      item.className = "stage stage-cancelled";
+      item.dataset.status = "cancelled";
+      const elapsed = item.querySelector(".stage-elapsed");
+      if (elapsed) elapsed.textContent = "Stopped by you.";
+    }
+    const verdict = $("verdict");
+    verdict.className = "verdict verdict-cancelled";
+    verdict.setAttribute("data-verdict", "cancelled");
+    verdict.replaceChildren(el("div", { class: "verdict-head" },
+      el("span", { class: "verdict-icon", "aria-hidden": "true" }, "■"),
+      el("strong", { class: "verdict-title", id: "verdict-title" }, "Cancelled")),
+      el("p", { class: "verdict-summary" }, "The run was stopped and its connection closed; no report was kept."));
+    verdict.hidden = false;
+    verdict.focus();
   }
 
   // Server-sent events from a fetch body: frames end with a blank line; "event:" names, "data:" carries JSON.
@@ -173,14 +227,22 @@
   }
 
   // --- rendering ---------------------------------------------------------------------------
+  // Findings that deserve a name of their own in the verdict (the stage label says the rest).
+  const FINDING_TITLES = {
+    "config.anonymous": "Anonymous SMTP",
+    "config.insecure_skip_verify": "Certificate verification is off",
+    "tls.plaintext_credentials": "Password sent in plaintext",
+  };
+
   function resetResults() {
+    stopClock();
     currentReport = null;
     $("placeholder").hidden = true;
     $("stages").replaceChildren();
     $("verdict").hidden = true;
-    $("anonymous-warning").hidden = true;
     $("waterfall-box").hidden = true;
     $("report-actions").hidden = true;
+    $("shared-note").hidden = true;
     $("action-status").textContent = "";
   }
 
@@ -195,8 +257,9 @@
       const verdict = $("verdict");
       verdict.className = "verdict verdict-running";
       verdict.removeAttribute("data-verdict");
-      verdict.replaceChildren(el("span", { class: "verdict-icon", "aria-hidden": "true" }, "…"),
-        el("strong", {}, "Checking…"));
+      verdict.replaceChildren(el("div", { class: "verdict-head" },
+        el("span", { class: "verdict-icon", "aria-hidden": "true" }, "…"),
+        el("strong", { class: "verdict-title", id: "verdict-title" }, "Checking…")));
       verdict.hidden = false;
     }
   }
@@ -206,43 +269,72 @@
     return (ms < 10 ? ms.toFixed(1) : Math.round(ms)) + " ms";
   }
 
-  function upsertStage(stage) {
-    let item = document.querySelector('#stages [data-stage="' + CSS.escape(stage.name) + '"]');
-    const fresh = stageItem(stage);
-    if (item) item.replaceWith(fresh); else $("stages").append(fresh);
-    for (const finding of findingsOf(stage)) {
-      if (finding.code === "config.anonymous") showAnonymous(finding);
-    }
-  }
+  function stageLabel(name) { return STAGE_LABELS[name] || name; }
 
   function findingsOf(stage) {
     return (stage.finding ? [stage.finding] : []).concat(stage.additional_findings || []);
   }
 
-  function stageItem(stage) {
+  // --- a stage that is still waiting: elapsed time against the step's timeout ---------------
+  let clock = null;
+
+  function stopClock() {
+    if (clock) clearInterval(clock.timer);
+    clock = null;
+  }
+
+  function startClock(item, timeoutS) {
+    stopClock();
+    const started = performance.now();
+    const out = item.querySelector(".stage-elapsed");
+    const tick = () => {
+      const s = (performance.now() - started) / 1000;
+      out.textContent = "Waiting " + s.toFixed(1) + " s of this step's " + timeoutS + " s timeout";
+    };
+    tick();
+    clock = { timer: setInterval(tick, 200) };
+  }
+
+  function upsertStage(stage, { final } = { final: false }) {
+    const item = document.querySelector('#stages [data-stage="' + CSS.escape(stage.name) + '"]');
+    const fresh = stageItem(stage, { final });
+    if (item) item.replaceWith(fresh); else $("stages").append(fresh);
+    if (stage.status === "running") startClock(fresh, runTimeoutS);
+    else if (item && item.dataset.status === "running") stopClock();
+  }
+
+  // One stage: a <details> whose summary line is the stage at a glance. Open while the run goes on and for
+  // what needs reading (failed, warning); passed and skipped stages fold to their one line once it ends.
+  // Cause and fix live in the verdict banner only, so the same words never show twice.
+  function stageItem(stage, { final }) {
     const status = stage.status;
     const item = el("li", { class: "stage stage-" + status, "data-stage": stage.name, "data-status": status });
-    const head = el("div", { class: "stage-head" },
+    const open = !final || status === "failed" || status === "warning";
+    const details = el("details", { class: "stage-details" });
+    details.open = open;
+    const head = el("summary", { class: "stage-head" },
       el("span", { class: "badge" }, STATUS_LABELS[status] || status),
-      el("span", { class: "stage-name" }, STAGE_LABELS[stage.name] || stage.name),
+      el("span", { class: "stage-name" }, stageLabel(stage.name)),
+      el("span", { class: "stage-brief" }, stage.summary || ""),
       status === "running" || status === "skipped" ? null
         : el("span", { class: "stage-time" }, formatMs(stage.duration_ms || 0)));
-    item.append(head, el("p", { class: "stage-summary" }, stage.summary || ""));
-    if (status === "failed" || status === "warning") {
-      for (const finding of findingsOf(stage)) {
-        item.append(el("div", { class: "finding", "data-code": finding.code },
-          el("p", {}, el("span", { class: "finding-label" }, "Cause: "), finding.cause),
-          el("p", {}, el("span", { class: "finding-label" }, "Fix: "), finding.fix),
-          el("p", { class: "finding-code" }, finding.code)));
-      }
+    const body = el("div", { class: "stage-body" }, el("p", { class: "stage-summary" }, stage.summary || ""));
+    if (status === "running") body.append(el("p", { class: "stage-elapsed", role: "timer" }));
+    const codes = findingsOf(stage).map((f) => f.code);
+    if (codes.length && (status === "failed" || status === "warning")) {
+      const ref = el("p", { class: "finding-ref" }, "Cause and fix: in the verdict above. ");
+      for (const code of codes) ref.append(el("code", { class: "finding-code" }, code), " ");
+      body.append(ref);
     }
     const facts = stage.facts ? Object.entries(stage.facts) : [];
     if (facts.length) {
-      const list = el("dl", { class: "facts" });
+      const table = el("table", { class: "facts" });
       for (const [key, value] of facts) {
-        list.append(el("dt", {}, key), el("dd", {}, typeof value === "string" ? value : JSON.stringify(value)));
+        table.append(el("tr", {}, el("th", { scope: "row" }, key),
+          el("td", {}, typeof value === "string" ? value : JSON.stringify(value))));
       }
-      item.append(el("details", { class: "more" }, el("summary", {}, "Facts (" + facts.length + ")"), list));
+      body.append(el("details", { class: "more" }, el("summary", {}, "Facts (" + facts.length + ")"),
+        el("div", { class: "facts-box" }, table)));
     }
     const lines = stage.transcript || [];
     if (lines.length) {
@@ -250,65 +342,134 @@
       for (const line of lines) {
         const cls = line.dir === "C" ? "t-C" : line.dir === "S" ? "t-S" : "t-note";
         const prefix = line.dir === "*" ? "* " : line.dir + ": ";
-        pre.append(el("span", { class: "t-time" }, line.t_ms.toFixed(1).padStart(8) + "  "),
+        pre.append(el("span", { class: "t-time" }, ("+" + line.t_ms.toFixed(1) + " ms").padStart(11) + "  "),
           el("span", { class: cls }, prefix + line.text), "\n");
       }
-      item.append(el("details", { class: "more" }, el("summary", {}, "Transcript (" + lines.length + " lines)"), pre));
+      body.append(el("details", { class: "more" }, el("summary", {}, "Transcript (" + lines.length + " lines)"), pre));
     }
+    details.append(head, body);
+    item.append(details);
     return item;
   }
 
-  function showAnonymous(finding) {
-    $("anonymous-text").textContent = finding.cause;
-    $("anonymous-warning").hidden = false;
+  // Every warning once, by its code: a warning stage's findings and the failed stage's further findings.
+  function warningsOf(report) {
+    const seen = new Set();
+    const out = [];
+    for (const stage of report.stages) {
+      let findings = [];
+      if (stage.status === "warning") findings = findingsOf(stage);
+      else if (stage.status === "failed") findings = stage.additional_findings || [];
+      for (const finding of findings) {
+        if (seen.has(finding.code)) continue;
+        seen.add(finding.code);
+        out.push({ stage, finding });
+      }
+    }
+    return out;
+  }
+
+  function causeAndFix(finding) {
+    return el("div", { class: "verdict-finding", "data-code": finding.code },
+      el("p", {}, el("span", { class: "finding-label" }, "Cause: "), finding.cause),
+      el("p", {}, el("span", { class: "finding-label" }, "Fix: "), finding.fix),
+      el("p", { class: "finding-code" }, finding.code));
+  }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+  function formatWhen(iso) {
+    const date = new Date(iso);
+    if (isNaN(date.getTime())) return iso || "";
+    return date.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  }
+
+  function whereItRan(origin) {
+    if (!origin) return "";
+    const parts = [];
+    if (origin.hostname) parts.push(origin.hostname);
+    if (origin.source_address) parts.push("from " + origin.source_address);
+    if (origin.pod) parts.push("pod " + origin.pod);
+    return parts.length ? "ran on " + parts.join(", ") : "";
+  }
+
+  // The answer first: what failed, why and the fix, then every warning, then when, where and how long.
+  function renderVerdict(report) {
+    const failed = report.stages.find((s) => s.status === "failed");
+    const warnings = warningsOf(report);
+    const kind = failed ? "invalid" : warnings.length ? "warning" : "valid";
+    const verdict = $("verdict");
+    verdict.className = "verdict verdict-" + kind;
+    verdict.setAttribute("data-verdict", report.verdict);
+    const title = failed ? "Failed at " + stageLabel(failed.name)
+      : "Configuration is valid" + (warnings.length ? ", with " + plural(warnings.length, "warning") : "");
+    const parts = [el("div", { class: "verdict-head" },
+      el("span", { class: "verdict-icon", "aria-hidden": "true" }, failed ? "✕" : warnings.length ? "⚠" : "✓"),
+      el("strong", { class: "verdict-title", id: "verdict-title" }, title))];
+    if (failed) {
+      parts.push(el("p", { class: "verdict-summary" }, failed.summary || ""));
+      const main = failed.finding ? [failed.finding] : [];
+      for (const finding of main) parts.push(causeAndFix(finding));
+    }
+    if (warnings.length) {
+      const list = el("ul", { class: "verdict-warnings" });
+      for (const { stage, finding } of warnings) {
+        list.append(el("li", { "data-code": finding.code },
+          el("strong", {}, FINDING_TITLES[finding.code] || stageLabel(stage.name)),
+          el("span", { class: "verdict-stage" }, " (" + stageLabel(stage.name) + ")"),
+          causeAndFix(finding)));
+      }
+      parts.push(el("h3", { class: "verdict-subtitle" }, "Warnings (" + warnings.length + ")"), list);
+    }
+    const stagesMs = report.stages.reduce((sum, s) => sum + (s.duration_ms || 0), 0);
+    const config = report.config || {};
+    const meta = [(config.host || "") + ":" + (config.port || ""),
+      formatMs(report.duration_ms) + (report.duration_ms - stagesMs >= 1 ? " including set-up (stages " + formatMs(stagesMs) + ")" : ""),
+      formatWhen(report.started_at)];
+    if (report.origin && report.origin.tool) meta.push(report.origin.tool);
+    const where = whereItRan(report.origin);
+    if (where) meta.push(where);
+    parts.push(el("p", { class: "verdict-meta" }, meta.join(" · ")));
+    verdict.replaceChildren(...parts);
+    verdict.hidden = false;
   }
 
   function showReport(report, { live }) {
+    stopClock();
     currentReport = report;
     $("placeholder").hidden = true;
-    if (!live) {
-      $("stages").replaceChildren();
-      for (const stage of report.stages) upsertStage(stage);
-    }
-    const valid = report.verdict === "valid";
-    const failed = report.stages.find((s) => s.status === "failed");
-    const warnings = report.stages.filter((s) => s.status === "warning").length;
-    const verdict = $("verdict");
-    verdict.className = "verdict " + (valid ? "verdict-valid" : "verdict-invalid");
-    verdict.setAttribute("data-verdict", report.verdict);
-    const text = valid
-      ? "Configuration is valid" + (warnings ? " (" + warnings + " warning" + (warnings > 1 ? "s" : "") + ")" : "")
-      : "Configuration failed at " + (STAGE_LABELS[failed.name] || failed.name);
-    verdict.replaceChildren(
-      el("span", { class: "verdict-icon", "aria-hidden": "true" }, valid ? "✓" : "✕"),
-      el("strong", {}, text),
-      el("span", { class: "verdict-meta" },
-        (report.config.host || "") + ":" + (report.config.port || "") + " · " + formatMs(report.duration_ms)));
-    verdict.hidden = false;
-    renderWaterfall(report.stages);
-    const link = $("share-link");
-    link.href = "/diagnostics/" + encodeURIComponent(report.id);
+    $("stages").replaceChildren();
+    for (const stage of report.stages) upsertStage(stage, { final: true });
+    renderVerdict(report);
+    renderWaterfall(report);
+    const path = "/diagnostics/" + encodeURIComponent(report.id);
+    $("share-link").href = path;
     $("report-actions").hidden = false;
-    if (live && window.history && window.location.pathname === "/") {
-      window.history.replaceState(null, "", "/diagnostics/" + encodeURIComponent(report.id));
-    }
+    // The address bar and the Shareable link are one: the report on screen.
+    if (live && window.history && window.location.pathname !== path) window.history.replaceState(null, "", path);
+    // Focus goes to the answer, so a screen reader reads it and a phone shows it without scrolling.
+    $("verdict").focus();
   }
 
-  function renderWaterfall(stages) {
-    const total = stages.reduce((sum, s) => sum + (s.duration_ms || 0), 0) || 1;
+  // One scale for every run: the step timeout (the config's, 10 s by default). A 10 s wait fills its track
+  // and a 0.1 ms check is a sliver, whatever the run's total. Skipped stages took no time: folded away.
+  function renderWaterfall(report) {
+    const timeoutMs = ((report.config && report.config.timeout_s) || 10) * 1000;
     const box = $("waterfall");
     box.replaceChildren();
-    let offset = 0;
-    for (const stage of stages) {
+    let skipped = 0;
+    for (const stage of report.stages) {
+      if (stage.status === "skipped") { skipped += 1; continue; }
       const ms = stage.duration_ms || 0;
       const bar = el("div", { class: "wf-bar wf-" + stage.status });
-      bar.style.left = (offset / total * 100).toFixed(3) + "%";
-      bar.style.width = (ms / total * 100).toFixed(3) + "%";
-      box.append(el("span", { class: "wf-label" }, STAGE_LABELS[stage.name] || stage.name),
-        el("div", { class: "wf-track", title: stage.status }, bar),
-        el("span", { class: "wf-ms" }, stage.status === "skipped" ? "—" : formatMs(ms)));
-      offset += ms;
+      bar.style.width = Math.min(100, ms / timeoutMs * 100).toFixed(3) + "%";
+      box.append(el("li", { class: "wf-row" },
+        el("span", { class: "wf-label" }, stageLabel(stage.name)),
+        el("div", { class: "wf-track", "aria-hidden": "true" }, bar),
+        el("span", { class: "wf-ms" }, formatMs(ms))));
     }
+    $("waterfall-scale").textContent = "Each bar against the step timeout of " + (timeoutMs / 1000) + " s."
+      + (skipped ? " " + plural(skipped, "skipped stage") + " not shown." : "");
     $("waterfall-box").hidden = false;
   }
 
@@ -368,16 +529,19 @@
     button.setAttribute("aria-pressed", "true");
   }
 
+  // Each preset is a button with its description as visible text (not a hover-only tooltip).
   function setupPresets() {
     const data = $("presets-data");
     if (!data) return;
     const presets = JSON.parse(data.textContent);
     const list = $("preset-list");
     for (const preset of presets) {
+      const descId = "preset-desc-" + preset.key;
       const button = el("button", { type: "button", class: "preset", "aria-pressed": "false",
-        "data-preset": preset.key, title: preset.description }, preset.label);
+        "data-preset": preset.key, "aria-describedby": descId }, preset.label);
       button.addEventListener("click", () => applyPreset(preset, button));
-      list.append(button);
+      list.append(el("li", { class: "preset-item" }, button,
+        el("span", { class: "preset-desc", id: descId }, preset.description)));
     }
   }
 
@@ -390,6 +554,12 @@
       const report = await response.json();
       fillFormFrom(report.config);
       showReport(report, { live: false });
+      sharedReportLoaded = true;
+      const note = $("shared-note");
+      note.textContent = report.config.username
+        ? "This is a shared report. The password is not kept: type it in the Password field to run the check again."
+        : "This is a shared report. Validate runs the check again with the settings below.";
+      note.hidden = false;
     } finally {
       setRunning(false);
       if (!currentReport) $("verdict").hidden = true;
@@ -413,6 +583,7 @@
     $("config-form").addEventListener("submit", validate);
     $("copy-markdown").addEventListener("click", copyMarkdown);
     $("download-json").addEventListener("click", downloadJson);
+    $("cancel").addEventListener("click", cancelRun);
     const id = document.body.dataset.reportId;
     if (id) loadStored(id);
   });
