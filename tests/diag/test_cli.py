@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from diag.cli import main
 from diag.report import STAGE_NAMES, Report
 from fake_smtp import FakeSMTP
+from tests.peer import Peer, never_greets
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-9f3c1e-Planted"
@@ -312,59 +312,34 @@ def test_markdown_has_the_stage_table_and_the_transcript(auth_server: FakeSMTP) 
     assert_no_leak(md, proc.stderr)
 
 
-class SilentListener:
-    """A TCP listener that accepts and never greets: the connect stage waits, so the run is still going."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = threading.Event()
-        self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:  # closed before anyone connected
-            return
-        self.conns.append(conn)
-        self.accepted.set()
-
-    def close(self) -> None:
-        self.sock.close()
-        self.thread.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
-
-
 def test_stages_stream_live_and_ctrl_c_exits_130_without_traceback() -> None:
-    listener = SilentListener()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "diag.cli", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env=cli_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:  # these arrive while the run is still waiting on the greeting
-            seen.append(line)
-            if " dns " in line:
-                break
-        assert listener.accepted.wait(20), "the connect stage never connected"
-        assert proc.poll() is None, "the run ended before its connect stage could be interrupted"
-        assert [line.split()[1] for line in seen] == ["config", "dns"]
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        listener.close()
+    """The peer never greets, so the run is still in its connect stage when Ctrl-C comes. This test blocks
+    on the process's output, so the peer runs on a loop in a thread of its own."""
+    with Peer(never_greets) as listener:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "diag.cli", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=cli_env(),
+        )
+        try:
+            assert proc.stdout is not None
+            seen = []
+            for line in proc.stdout:  # these arrive while the run is still waiting on the greeting
+                seen.append(line)
+                if " dns " in line:
+                    break
+            assert listener.call(listener.wait_connections(1, 20)), "the connect stage never connected"
+            assert proc.poll() is None, "the run ended before its connect stage could be interrupted"
+            assert [line.split()[1] for line in seen] == ["config", "dns"]
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 130
     assert "interrupted" in err
     assert "Traceback" not in err

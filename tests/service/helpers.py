@@ -1,8 +1,7 @@
-"""Shared by the service tests: apps on temporary stores, a real uvicorn in a thread, silent peers."""
+"""Shared by the service tests: apps on temporary stores, a real uvicorn in a thread."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import socket
 import threading
@@ -70,49 +69,3 @@ def uvicorn_in_thread(app: Starlette) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-class SilentPeer:
-    """A TCP listener that accepts and never speaks: a run against it waits for a greeting.
-
-    `accepted` is set at the first connection, `closed` when the client closes it.
-    """
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = threading.Event()
-        self.closed = threading.Event()
-        self.release = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> SilentPeer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.sock.close()
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        self.accepted.set()
-        with conn:
-            conn.settimeout(0.05)
-            while not self.release.is_set():
-                try:
-                    if conn.recv(4096) == b"":
-                        break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-        self.closed.set()
-
-
-async def wait_for(event: threading.Event, timeout: float) -> bool:
-    return await asyncio.to_thread(event.wait, timeout)

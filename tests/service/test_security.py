@@ -15,7 +15,8 @@ import pytest
 from diag.service.app import create_app
 from diag.service.settings import ApiToken
 from fake_smtp import FakeSMTP
-from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, uvicorn_in_thread, wait_for
+from tests.peer import Peer
+from tests.service.helpers import api_client, config_for, make_settings, uvicorn_in_thread
 
 PASSWORD = "pw-PLANTED-7f3a9c1e-do-not-leak"
 TOKEN = "tok-PLANTED-5b2d8e40-do-not-leak"
@@ -133,10 +134,11 @@ async def test_password_and_token_never_leave(tmp_path: Path, json_logs: io.Stri
         assert secret.encode() not in db_bytes
 
 
-async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
+async def test_client_disconnect_cancels_the_run(tmp_path: Path, silent_peer: Peer) -> None:
     """A real server (httpx's ASGI transport buffers whole responses, so it cannot disconnect mid-stream)."""
     app = create_app(make_settings(tmp_path))
-    with SilentPeer() as peer, uvicorn_in_thread(app) as url:
+    peer = silent_peer
+    with uvicorn_in_thread(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             request = client.build_request(
                 "POST", "/api/diagnostics", json=config_for(peer.port, timeout_s=60),
@@ -149,10 +151,10 @@ async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
                 seen += chunk
                 if '"name":"connect"' in seen:
                     break
-            assert await wait_for(peer.accepted, 10)
+            assert await peer.wait_connections(1, 10)
             await response.aclose()  # the client walks away mid-run
         # The run's connection is closed long before its 60 s greeting timeout, and the slot is free.
-        assert await wait_for(peer.closed, 10)
+        assert await peer.wait_all_closed(10)
     # After the server has drained (the thread joined): the slot is free and no report was stored.
     assert app.state.services.gate.active == 0
     assert app.state.services.store.list() == []
