@@ -490,3 +490,13 @@ class LineChannel:
     async def _flush(self) -> None:
         if data := self._outgoing.read():
             await send(self.writer, data)
+
+
+def handshakes(context: ssl.SSLContext) -> Behaviour:
+    """A TLS handshake on the first byte (implicit TLS) with `context`, then a hang-up. A failed handshake
+    still sends OpenSSL's alert (see LineChannel), as a blocking server would."""
+
+    async def behaviour(reader: Reader, writer: Writer) -> None:
+        await LineChannel(reader, writer).start_tls(context)
+
+    return behaviour

@@ -23,7 +23,7 @@ from diag.service.app import create_app
 from diag.service.settings import Rate, Settings
 from fake_smtp import FakeSMTP
 from tests.peer import Peer, Reader, SmtpScript, Writer, ehlo_then, hold
-from tests.service.helpers import api_client, config_for, make_settings, uvicorn_in_thread
+from tests.service.helpers import api_client, config_for, make_settings, uvicorn_serving
 
 RECIPIENT = "ops@example.test"
 
@@ -204,7 +204,7 @@ async def test_a_plain_run_is_cancelled_when_its_client_hangs_up(tmp_path: Path,
     """Through a real uvicorn: the client gives up after 1 s; the run stops, its SMTP connections close and
     its slot is free, long before the run's 60 s greeting timeout."""
     app = create_app(settings_for(tmp_path, max_concurrent_runs=1))
-    with uvicorn_in_thread(app) as url:
+    async with uvicorn_serving(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.post("/api/diagnostics", json=config_for(silent_peer.port, timeout_s=60))
@@ -233,13 +233,12 @@ async def test_a_session_stalled_mid_conversation_is_closed_when_the_client_leav
     """The SMTP session is up and MAIL FROM hangs; the client leaves. Cancellation reaches the session's
     QUIT, and the socket must still close (it stayed open when QUIT was cancelled before the close)."""
     app = create_app(settings_for(tmp_path))
-    async with Peer(stalls_at_mail_from) as peer:
-        with uvicorn_in_thread(app) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
-                with pytest.raises(httpx.ReadTimeout):
-                    await read_all(client, accept, config_for(peer.port, timeout_s=60))
-            assert peer.connections == 1
-            assert await peer.wait_all_closed(15)
+    async with Peer(stalls_at_mail_from) as peer, uvicorn_serving(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await read_all(client, accept, config_for(peer.port, timeout_s=60))
+        assert peer.connections == 1
+        assert await peer.wait_all_closed(15)
     assert app.state.services.gate.active == 0
 
 

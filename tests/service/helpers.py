@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import threading
@@ -56,16 +57,37 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-@contextmanager
-def uvicorn_in_thread(app: Starlette) -> Iterator[str]:
-    """A real HTTP server: the socket listens before the thread starts, so clients can connect at once."""
+def _uvicorn(app: Starlette) -> tuple[uvicorn.Server, socket.socket, str]:
+    """A real HTTP server and its socket, listening before the server starts: clients can connect at once."""
     sock = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    return server, sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextmanager
+def uvicorn_in_thread(app: Starlette) -> Iterator[str]:
+    """A real HTTP server in a thread of its own, for tests that block (the browser tests)."""
+    server, sock, url = _uvicorn(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
+
+
+@asynccontextmanager
+async def uvicorn_serving(app: Starlette) -> AsyncIterator[str]:
+    """A real HTTP server on the async test's own loop: nothing waits on a thread, and the test's peers
+    and the server share one loop."""
+    server, sock, url = _uvicorn(app)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(10):
+            await serving
         sock.close()
