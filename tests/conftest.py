@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
@@ -35,6 +36,15 @@ def json_logs(restore_logging: None) -> io.StringIO:
     stream = io.StringIO()
     configure_logging(json=True, level="debug", stream=stream)
     return stream
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections: bound but never listening, and held for the whole test,
+    so no other test (another xdist worker) can be given it in between, as a port bound then closed can."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -147,9 +147,3 @@ def full_backlog() -> Iterator[FullBacklog]:
     yield listener
     listener.close()
 
-
-def free_port() -> int:
-    """A port nothing listens on: bound, then closed (the kernel refuses connections to it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])

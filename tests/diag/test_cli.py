@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import types
@@ -35,14 +34,6 @@ LEAK_FORMS = (
     base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
     base64.b64encode(f"{USER}\0{USER}\0{PASSWORD}".encode()).decode(),
 )
-
-
-def free_port() -> int:
-    """A port nothing listens on: bind to get one from the kernel, then close it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -245,8 +236,8 @@ def test_valid_anonymous_config_exits_0_with_a_warning(anonymous_server: FakeSMT
     assert proc.stderr == ""  # logs stay at warning level by default
 
 
-def test_refused_port_exits_1_and_json_is_the_report() -> None:
-    port = free_port()
+def test_refused_port_exits_1_and_json_is_the_report(refused_port: int) -> None:
+    port = refused_port
     proc = run_cli(*check_args("127.0.0.1", port, "--json"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)  # stdout is only the JSON report

@@ -27,14 +27,13 @@ from tests.diag.conftest import (
     FullBacklog,
     assert_failed_at,
     config_for,
-    free_port,
 )
 from tests.dns_responder import DnsResponder, point_dns_stage_at
 from tests.peer import SSH_BANNER, Peer, closes_at_once, says
 
 
-async def test_refused() -> None:
-    port = free_port()
+async def test_refused(refused_port: int) -> None:
+    port = refused_port
     report = await run(config_for(port, timeout_s=SHORT_TIMEOUT_S))
     result = assert_failed_at(report, "connect", "connect.refused")
     assert result.summary == f"127.0.0.1:{port} refused the connection (tried 1 address(es))."
