@@ -38,8 +38,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The suite mostly waits on sockets and timeouts (a serial run uses ~30 s of CPU in ~110 s), so two workers
+# per core keep both cores busy. loadscope keeps a module's tests on one worker: the browser tests share one
+# Chromium per module.
+TEST_WORKERS ?= 4
+
 test: lint browser tools
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 run: install
 	$(BIN)/smtp-diag serve --demo

@@ -1,7 +1,7 @@
 """How long a silent or slow peer holds a diagnosis, as a ratio of the configured timeout.
 
 A support engineer sets timeout_s and expects an answer in a predictable multiple of it. For each
-behaviour of the scripted hostile peer (tests/hostile/peer.py) and each timeout (BENCH_HOSTILE_TIMEOUTS,
+behaviour of the scripted hostile peer (tests/peer.py) and each timeout (BENCH_HOSTILE_TIMEOUTS,
 default "1,2"), this prints the failure time, the ratio failure time / timeout, and the finding. The
 expected multiples come from the engine's design: a peer that never greets costs three timeouts (the
 greeting, a TLS probe, an HTTP sniff), a silent EHLO one; the run's hard budget is timeout * 8 + 5 s.
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from diag.config import SmtpConfig, TlsMode
 from diag.logging import configure_logging
 from diag.runner import budget_for, run
-from tests.hostile import peer as hostile
+from tests import peer as hostile
 
 TIMEOUTS = [float(t) for t in os.environ.get("BENCH_HOSTILE_TIMEOUTS", "1,2").split(",")]
 CASES: list[tuple[str, hostile.Behaviour, TlsMode]] = [
@@ -33,7 +33,7 @@ CASES: list[tuple[str, hostile.Behaviour, TlsMode]] = [
 
 
 async def measure(behaviour: hostile.Behaviour, tls_mode: TlsMode, timeout_s: float) -> tuple[float, str]:
-    async with hostile.HostilePeer(behaviour) as peer:
+    async with hostile.Peer(behaviour) as peer:
         config = SmtpConfig(host="127.0.0.1", port=peer.port, from_email="bench@example.com",
                             timeout_s=timeout_s, tls_mode=tls_mode)
         t0 = time.perf_counter()

@@ -4,21 +4,18 @@
     report = await run(config_for(srv, username=USER, password=PASSWORD))
     assert_failed_at(report, "auth", "auth.bad_credentials")
 
-Besides FakeSMTP there are raw TCP peers for what an SMTP server would never do: a listener that accepts
-and stays silent, one that answers with fixed bytes (HTTP, SSH), and a listener whose accept queue is full
-so the kernel drops the next SYN. Every host is 127.0.0.1, an IP literal, so no DNS query leaves the machine.
+Besides FakeSMTP there is the scripted peer (tests/peer.py) for what an SMTP server would never do (stay
+silent, answer with fixed bytes, advertise only given EHLO lines), and here a listener whose accept queue
+is full so the kernel drops the next SYN. Every host is 127.0.0.1, an IP literal, so no DNS query leaves the machine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import select
 import socket
-import ssl
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 
@@ -112,86 +109,7 @@ def tls_server(
     return factory(cert=files.cert_path, key=files.key_path, **options)
 
 
-# -- raw TCP peers -----------------------------------------------------------------------------------
-
-
-class ThreadedListener:
-    """A TCP listener on 127.0.0.1 served by a thread: `on_accept(conn)` for each connection. Accepted sockets
-    stay open until the listener stops (so a client sees silence, not a close), then all of them close."""
-
-    thread_name = "listener"
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.settimeout(0.05)  # so the accept loop sees the stop flag
-        self.port: int = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._conns.append(conn)
-            self.on_accept(conn)
-
-    def on_accept(self, conn: socket.socket) -> None:
-        raise NotImplementedError
-
-
-class RawPeer(ThreadedListener):
-    """A TCP listener on 127.0.0.1 that accepts and then either stays silent or sends `banner` once.
-
-    Accepted sockets stay open until the peer stops, so the client sees silence, not a close."""
-
-    thread_name = "raw-peer"
-
-    def __init__(self, banner: bytes | None = None, *, close_after: bool = False) -> None:
-        self.banner = banner
-        self.close_after = close_after
-        self.accepted = 0
-        self.accepted_event = threading.Event()
-        super().__init__()
-
-    def on_accept(self, conn: socket.socket) -> None:
-        self.accepted += 1
-        self.accepted_event.set()
-        if self.banner is not None:
-            with contextlib.suppress(OSError):
-                conn.sendall(self.banner)
-        if self.close_after:
-            conn.close()
-
-
-@pytest.fixture
-def raw_peer() -> Iterator[Callable[..., RawPeer]]:
-    peers: list[RawPeer] = []
-
-    def start(banner: bytes | None = None, *, close_after: bool = False) -> RawPeer:
-        peer = RawPeer(banner, close_after=close_after).__enter__()
-        peers.append(peer)
-        return peer
-
-    yield start
-    for peer in peers:
-        peer.__exit__(None, None, None)
+# -- a listener the kernel stops answering----------------------------------------------------------------------------
 
 
 class FullBacklog:
@@ -229,85 +147,3 @@ def full_backlog() -> Iterator[FullBacklog]:
     yield listener
     listener.close()
 
-
-def free_port() -> int:
-    """A port nothing listens on: bound, then closed (the kernel refuses connections to it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-class ScriptedSmtp(ThreadedListener):
-    """A minimal SMTP peer for what aiosmtpd cannot be made to do: advertise only given EHLO lines
-    (AUTH XOAUTH2 only, AUTH LOGIN only), or finish STARTTLS with a server context of our choosing.
-
-    `replies` maps a verb ("AUTH", "MAIL", ...) to the reply line; AUTH LOGIN walks through its 334 prompt
-    first. Every line received is kept in `received` (bytes), so tests can see what went over the wire."""
-
-    thread_name = "scripted-smtp"
-
-    def __init__(
-        self,
-        ehlo_lines: tuple[str, ...] = (),
-        *,
-        tls_context: ssl.SSLContext | None = None,
-        replies: dict[str, str] | None = None,
-    ) -> None:
-        self.ehlo_lines = ehlo_lines
-        self.tls_context = tls_context
-        self.replies = replies or {}
-        self.received: list[bytes] = []
-        super().__init__()
-
-    def on_accept(self, conn: socket.socket) -> None:
-        conn.setblocking(True)
-        threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn: socket.socket) -> None:
-        conn.settimeout(10)
-        with contextlib.suppress(OSError, ssl.SSLError):
-            self._converse(conn)
-        with contextlib.suppress(OSError):
-            conn.close()
-
-    def _converse(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
-        conn.sendall(b"220 scripted.test ESMTP\r\n")
-        while line := reader.readline(1024):
-            self.received.append(line)
-            verb = line.split(b" ", 1)[0].strip().upper().decode("ascii", "replace")
-            if verb == "EHLO":
-                lines = ["scripted.test", *self.ehlo_lines]
-                text = "".join(f"250-{item}\r\n" for item in lines[:-1]) + f"250 {lines[-1]}\r\n"
-                conn.sendall(text.encode())
-            elif verb == "STARTTLS" and self.tls_context is not None:
-                conn.sendall(b"220 2.0.0 Ready to start TLS\r\n")
-                conn = self.tls_context.wrap_socket(conn, server_side=True)  # fails here on a mismatch
-                self._conns.append(conn)
-                reader = conn.makefile("rb")
-            elif verb == "AUTH" and line.upper().startswith(b"AUTH LOGIN"):
-                if len(line.split()) == 2:  # the username comes in answer to a first prompt
-                    conn.sendall(b"334 VXNlcm5hbWU6\r\n")
-                    self.received.append(reader.readline(1024))
-                conn.sendall(b"334 UGFzc3dvcmQ6\r\n")
-                self.received.append(reader.readline(1024))
-                conn.sendall(self.replies.get("AUTH", "535 5.7.8 Authentication failed").encode() + b"\r\n")
-            elif verb == "QUIT":
-                conn.sendall(b"221 2.0.0 Bye\r\n")
-                return
-            else:
-                conn.sendall(self.replies.get(verb, "250 2.0.0 OK").encode() + b"\r\n")
-
-
-@pytest.fixture
-def scripted_smtp() -> Iterator[Callable[..., ScriptedSmtp]]:
-    peers: list[ScriptedSmtp] = []
-
-    def start(*ehlo_lines: str, **options: Any) -> ScriptedSmtp:
-        peer = ScriptedSmtp(ehlo_lines, **options).__enter__()
-        peers.append(peer)
-        return peer
-
-    yield start
-    for peer in peers:
-        peer.__exit__(None, None, None)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import socket
 import ssl
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +31,7 @@ from diag.certs import (
 )
 from tests import certs
 from tests.certs import CertFiles
+from tests.peer import Peer, handshakes
 
 STEP_TIMEOUT = 10.0  # bounds every network step; loopback handshakes take milliseconds
 
@@ -311,39 +309,14 @@ async def test_peer_closing_at_once_is_handshake_failed() -> None:
     assert handshake_kind(err) == "handshake_failed"
 
 
-@contextmanager
-def blocking_tls_server(server_context: ssl.SSLContext) -> Iterator[int]:
-    """One connection served by the blocking ssl module, which (unlike asyncio's server side) sends its alert
-    before hanging up when the handshake fails."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(STEP_TIMEOUT)
-
-    def serve_one() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        conn.settimeout(STEP_TIMEOUT)
-        with conn, contextlib.suppress(OSError):
-            server_context.wrap_socket(conn, server_side=True).close()
-
-    thread = threading.Thread(target=serve_one, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        thread.join(STEP_TIMEOUT)
-        listener.close()
-
-
 async def test_protocol_version_alert_is_handshake_failed(tmp_path: Path) -> None:
     files = certs.ca_issued(tmp_path)
     server_context = files.server_context()
     server_context.maximum_version = ssl.TLSVersion.TLSv1_2
     client = client_context(ca_bundle=files.ca_pem, verify=True)
     client.minimum_version = ssl.TLSVersion.TLSv1_3
-    with blocking_tls_server(server_context) as port:
-        err = await handshake_error(port, client)
+    async with Peer(handshakes(server_context)) as peer:  # sends its alert before hanging up
+        err = await handshake_error(peer.port, client)
     assert isinstance(err, ssl.SSLError)
     assert "ALERT" in str(err.reason)
     assert handshake_kind(err) == "handshake_failed"

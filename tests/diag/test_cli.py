@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from diag.cli import main
 from diag.report import STAGE_NAMES, Report
 from diag.service.openapi import openapi_document
 from fake_smtp import FakeSMTP
+from tests.peer import Peer, never_greets
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-9f3c1e-Planted"
@@ -38,14 +38,6 @@ LEAK_FORMS = (
     base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode(),
     base64.b64encode(f"{USER}\0{USER}\0{PASSWORD}".encode()).decode(),
 )
-
-
-def free_port() -> int:
-    """A port nothing listens on: bind to get one from the kernel, then close it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -257,8 +249,8 @@ def test_valid_anonymous_config_exits_0_with_a_warning(anonymous_server: FakeSMT
     assert proc.stderr == ""  # logs stay at warning level by default
 
 
-def test_refused_port_exits_1_and_json_is_the_report() -> None:
-    port = free_port()
+def test_refused_port_exits_1_and_json_is_the_report(refused_port: int) -> None:
+    port = refused_port
     proc = run_cli(*check_args("127.0.0.1", port, "--json"))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)  # stdout is only the JSON report
@@ -325,59 +317,34 @@ def test_markdown_has_the_stage_table_and_the_transcript(auth_server: FakeSMTP) 
     assert_no_leak(md, proc.stderr)
 
 
-class SilentListener:
-    """A TCP listener that accepts and never greets: the connect stage waits, so the run is still going."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = threading.Event()
-        self.conns: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:  # closed before anyone connected
-            return
-        self.conns.append(conn)
-        self.accepted.set()
-
-    def close(self) -> None:
-        self.sock.close()
-        self.thread.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
-
-
 def test_stages_stream_live_and_ctrl_c_exits_130_without_traceback() -> None:
-    listener = SilentListener()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "diag.cli", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env=cli_env(),
-    )
-    try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:  # these arrive while the run is still waiting on the greeting
-            seen.append(line)
-            if " dns " in line:
-                break
-        assert listener.accepted.wait(20), "the connect stage never connected"
-        assert proc.poll() is None, "the run ended before its connect stage could be interrupted"
-        assert [line.split()[1] for line in seen] == ["config", "dns"]
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        listener.close()
+    """The peer never greets, so the run is still in its connect stage when Ctrl-C comes. This test blocks
+    on the process's output, so the peer runs on a loop in a thread of its own."""
+    with Peer(never_greets) as listener:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "diag.cli", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=cli_env(),
+        )
+        try:
+            assert proc.stdout is not None
+            seen = []
+            for line in proc.stdout:  # these arrive while the run is still waiting on the greeting
+                seen.append(line)
+                if " dns " in line:
+                    break
+            assert listener.call(listener.wait_connections(1, 20)), "the connect stage never connected"
+            assert proc.poll() is None, "the run ended before its connect stage could be interrupted"
+            assert [line.split()[1] for line in seen] == ["config", "dns"]
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 130
     assert "interrupted" in err
     assert "Traceback" not in err
@@ -493,15 +460,12 @@ def run_on_a_tty(args: list[str]) -> tuple[int, str]:
 def test_a_silent_server_shows_a_spinner_with_the_seconds_on_a_terminal_only() -> None:
     """A server that never greets: on a terminal the wait is visible (stage, seconds, the step timeout);
     through a pipe there is no spinner and no control sequence."""
-    listener = SilentListener()
-    try:
+    with Peer(never_greets) as listener:  # on a loop of its own: this test blocks on the processes
         args = check_args("127.0.0.1", listener.port, "--tls-mode", "none", "--timeout", "1")
         code, tty_out = run_on_a_tty(args)
         assert code == 1, tty_out
         assert "connect: waiting " in tty_out and " s of the 1 s step timeout" in tty_out
         piped = run_cli(*args)
-    finally:
-        listener.close()
     assert piped.returncode == 1
     assert "waiting" not in piped.stdout and "\x1b[" not in piped.stdout
 

@@ -7,7 +7,7 @@ offline.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ from tests import certs
 from tests.diag.conftest import (
     PASSWORD,
     USER,
-    ScriptedSmtp,
     assert_failed_at,
     config_for,
     tls_server,
 )
+from tests.peer import Peer, SmtpScript
 
 ServerAndConfig = Callable[..., tuple[FakeSMTP, SmtpConfig]]
 
@@ -67,9 +67,9 @@ async def test_not_offered(starttls_auth: ServerAndConfig) -> None:
     assert "clear username and password" in result.finding.fix
 
 
-async def test_not_offered_by_a_plaintext_relay(scripted_smtp: Callable[..., ScriptedSmtp]) -> None:
+async def test_not_offered_by_a_plaintext_relay(start_peer: Callable[..., Awaitable[Peer]]) -> None:
     """No STARTTLS and no AUTH at all: nothing says TLS would help, so it is not auth.tls_required."""
-    peer = scripted_smtp("SIZE 1000000")
+    peer = await start_peer(SmtpScript(("SIZE 1000000",)))
     report = await run(config_for(peer.port, username=USER, password=PASSWORD, tls_mode="none"))
     assert_failed_at(report, "auth", "auth.not_offered")
 
@@ -85,8 +85,8 @@ async def test_bad_credentials(starttls_auth: ServerAndConfig) -> None:
     assert "app password" in result.finding.fix
 
 
-async def test_bad_credentials_with_auth_login(scripted_smtp: Callable[..., ScriptedSmtp]) -> None:
-    peer = scripted_smtp("AUTH LOGIN")
+async def test_bad_credentials_with_auth_login(start_peer: Callable[..., Awaitable[Peer]]) -> None:
+    peer = await start_peer(SmtpScript(("AUTH LOGIN",)))
     report = await run(config_for(peer.port, username=USER, password=PASSWORD, tls_mode="none"))
     result = assert_failed_at(report, "auth", "auth.bad_credentials")
     assert result.facts["auth_mechanism_used"] == "LOGIN"
@@ -207,15 +207,16 @@ async def test_a_mechanism_refused_with_504_falls_back_to_the_next(starttls_auth
     ]
 
 
-async def test_only_an_unsupported_mechanism_offered(scripted_smtp: Callable[..., ScriptedSmtp]) -> None:
-    peer = scripted_smtp("AUTH XOAUTH2")
+async def test_only_an_unsupported_mechanism_offered(start_peer: Callable[..., Awaitable[Peer]]) -> None:
+    script = SmtpScript(("AUTH XOAUTH2",))
+    peer = await start_peer(script)
     report = await run(config_for(peer.port, username=USER, password=PASSWORD, tls_mode="none"))
     result = assert_failed_at(report, "auth", "auth.mechanism_unsupported")
     assert "XOAUTH2" in result.summary
     assert result.finding is not None
     assert "(the server offers only XOAUTH2)" in result.finding.cause
     assert "OAuth" in result.finding.fix
-    assert not any(line.startswith(b"AUTH") for line in peer.received)  # nothing was tried
+    assert not any(line.startswith("AUTH") for line in script.lines)  # nothing was tried
 
 
 async def test_temporary(starttls_auth: ServerAndConfig) -> None:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,16 +33,15 @@ from tests.diag.conftest import (
     SHORT_TIMEOUT_S,
     USER,
     FullBacklog,
-    RawPeer,
     assert_failed_at,
     config_for,
-    free_port,
 )
 from tests.dns_responder import DnsResponder, point_dns_stage_at
+from tests.peer import SSH_BANNER, Peer, closes_at_once, says
 
 
-async def test_refused() -> None:
-    port = free_port()
+async def test_refused(refused_port: int) -> None:
+    port = refused_port
     report = await run(config_for(port, timeout_s=SHORT_TIMEOUT_S))
     result = assert_failed_at(report, "connect", "connect.refused")
     assert result.summary == f"127.0.0.1:{port} refused the connection (tried 1 address(es))."
@@ -154,15 +153,15 @@ def test_connect_denied_by_this_machine_is_blocked_not_unreachable() -> None:
     assert "egress rules" in stage["fix"] and "NetworkPolicy" in stage["fix"]
 
 
-async def test_no_greeting_from_a_silent_listener(raw_peer: Callable[..., RawPeer]) -> None:
-    peer = raw_peer()
+async def test_no_greeting_from_a_silent_listener(silent_peer: Peer) -> None:
+    peer = silent_peer
     report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
     result = assert_failed_at(report, "connect", "connect.no_greeting")
     assert f"sent no greeting in {SHORT_TIMEOUT_S:g} s" in result.summary
     assert result.finding is not None and "no SMTP greeting" in result.finding.cause
     # The greeting wait, the TLS probe and the sniff are each bounded by the timeout.
     assert result.duration_ms <= (3 * SHORT_TIMEOUT_S + 1) * 1000
-    assert peer.accepted >= 2  # the stage looked again (TLS, then QUIT) before naming the failure
+    assert peer.connections >= 2  # the stage looked again (TLS, then QUIT) before naming the failure
 
 
 @pytest.mark.parametrize("mode", ["starttls", "auto"])
@@ -212,16 +211,16 @@ async def test_not_smtp_http_server(http_port: int) -> None:
     assert "this port belongs to another service" in result.finding.fix
 
 
-async def test_not_smtp_ssh_banner(raw_peer: Callable[..., RawPeer]) -> None:
-    peer = raw_peer(b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n")
+async def test_not_smtp_ssh_banner(start_peer: Callable[..., Awaitable[Peer]]) -> None:
+    peer = await start_peer(says(SSH_BANNER))
     report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
     result = assert_failed_at(report, "connect", "connect.not_smtp")
     assert result.facts["banner"].startswith("an SSH banner")
     assert result.finding is not None and "SSH-2.0-OpenSSH_9.6p1" in result.finding.cause
 
 
-async def test_garbage_greeting_is_a_protocol_error(raw_peer: Callable[..., RawPeer]) -> None:
-    peer = raw_peer(b"hello there, not smtp\r\n")
+async def test_garbage_greeting_is_a_protocol_error(start_peer: Callable[..., Awaitable[Peer]]) -> None:
+    peer = await start_peer(says(b"hello there, not smtp\r\n"))
     report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
     result = assert_failed_at(report, "connect", "connect.protocol_error")
     assert "\n" not in result.summary and "not an SMTP greeting" in result.summary
@@ -240,8 +239,8 @@ async def test_greeting_rejected(fake_smtp_factory: Callable[..., FakeSMTP], cod
     assert "421 retry later" in result.finding.fix
 
 
-async def test_closed_by_server_before_greeting(raw_peer: Callable[..., RawPeer]) -> None:
-    peer = raw_peer(close_after=True)
+async def test_closed_by_server_before_greeting(start_peer: Callable[..., Awaitable[Peer]]) -> None:
+    peer = await start_peer(closes_at_once)
     report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S))
     result = assert_failed_at(report, "connect", "connect.closed_by_server")
     assert "closed the connection before greeting" in result.summary

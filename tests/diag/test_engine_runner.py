@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,11 @@ from tests.diag.conftest import (
     SHORT_TIMEOUT_S,
     STAGES,
     USER,
-    ScriptedSmtp,
     assert_failed_at,
     config_for,
     tls_server,
 )
-from tests.hostile.peer import HostilePeer, Reader, Writer, send
+from tests.peer import Peer, Reader, SmtpScript, Writer, send
 
 Session = Callable[..., tuple[FakeSMTP, SmtpConfig]]
 
@@ -212,7 +211,7 @@ def leaked_forms(password: str) -> list[str]:
 async def test_a_planted_password_never_leaks(
     session: Session,
     fake_smtp_factory: Callable[..., FakeSMTP],
-    scripted_smtp: Callable[..., ScriptedSmtp],
+    start_peer: Callable[..., Awaitable[Peer]],
     monkeypatch: pytest.MonkeyPatch,
     json_logs: io.StringIO,
 ) -> None:
@@ -228,7 +227,8 @@ async def test_a_planted_password_never_leaks(
 
     monkeypatch.setattr(diag.probe, "map_exception", recording_map)
     plaintext = fake_smtp_factory(auth="required", tls="off", username=USER, password=planted)
-    login_only = scripted_smtp("AUTH LOGIN", replies={"AUTH": "235 2.7.0 Authentication successful"})
+    login_script = SmtpScript(("AUTH LOGIN",), replies={"AUTH": "235 2.7.0 Authentication successful"})
+    login_only = await start_peer(login_script)
     plain_creds: dict[str, Any] = {"username": USER, "password": planted, "tls_mode": "none"}
     runs: list[tuple[str, SmtpConfig]] = [
         ("PLAIN over STARTTLS, accepted", session(password=planted)[1]),
@@ -256,7 +256,7 @@ async def test_a_planted_password_never_leaks(
     assert [e for e in crash_logs if e["event"] == "stage_crashed"]
     assert reports[2].stage("auth").facts["auth_mechanism_used"] == "CRAM-MD5"
     assert reports[3].stage("auth").facts["auth_mechanism_used"] == "LOGIN"
-    assert base64.b64encode(planted.encode()) + b"\r\n" in login_only.received  # it did go over the wire
+    assert base64.b64encode(planted.encode()).decode() in login_script.lines  # it did go over the wire
     assert errors, "the failing runs raised ProbeErrors"
 
     outputs = {
@@ -290,7 +290,7 @@ async def test_a_full_transcript_says_so_and_the_report_counts_what_was_dropped(
                 return
             await send(writer, long_reply(b"250"))
 
-    async with HostilePeer(chatty) as peer:
+    async with Peer(chatty) as peer:
         report = await run(parse_config({"host": "127.0.0.1", "port": peer.port, "from_email": "a@example.com",
                                          "recipient": "b@example.com", "tls_mode": "none", "timeout_s": 5}))
     lines = [line for stage in report.stages for line in stage.transcript]

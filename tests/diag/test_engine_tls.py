@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,12 @@ from tests.diag.conftest import (
     PASSWORD,
     SHORT_TIMEOUT_S,
     USER,
-    ScriptedSmtp,
     assert_failed_at,
     assert_warning_at,
     config_for,
     tls_server,
 )
+from tests.peer import Peer, SmtpScript
 
 AUTH_SERVER = {"auth": "required", "username": USER, "password": PASSWORD}
 OUR_MECHANISMS = ["CRAM-MD5", "LOGIN", "PLAIN"]
@@ -155,10 +155,10 @@ def _no_common_cipher(files: certs.CertFiles) -> ssl.SSLContext:
 
 
 async def test_handshake_failed_over_starttls(
-    scripted_smtp: Callable[..., ScriptedSmtp], cert_dir: Path
+    start_peer: Callable[..., Awaitable[Peer]], cert_dir: Path
 ) -> None:
     files = certs.ca_issued(cert_dir)
-    peer = scripted_smtp("STARTTLS", "AUTH PLAIN", tls_context=_no_common_cipher(files))
+    peer = await start_peer(SmtpScript(("STARTTLS", "AUTH PLAIN"), tls_context=_no_common_cipher(files)))
     report = await run(config_for(peer.port, **creds(ca_bundle=files.ca_pem)))
     result = assert_failed_at(report, "tls", "tls.handshake_failed")
     assert result.summary == "The TLS handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE."

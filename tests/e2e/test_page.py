@@ -12,7 +12,8 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 from diag.service.app import create_app
 from diag.service.demo import DemoServers
 from diag.service.serve import with_demo_ports
-from tests.service.helpers import SilentPeer, make_settings, uvicorn_in_thread
+from tests.peer import Peer, never_greets
+from tests.service.helpers import make_settings, uvicorn_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -355,7 +356,7 @@ def test_cancel_stops_a_waiting_run_and_frees_its_slot(browser: Browser, tmp_pat
     """A server that accepts and never greets: the page shows the wait against the step timeout, Cancel
     aborts the request, the service closes the SMTP connection, and (one run per client) the next run is
     admitted at once instead of a 429."""
-    with SilentPeer() as peer, DemoServers() as demo:
+    with Peer(never_greets) as peer, DemoServers() as demo:
         settings = with_demo_ports(make_settings(tmp_path, allowed_ports=frozenset({peer.port}),
                                                  max_runs_per_client=1), demo.ports)
         with uvicorn_in_thread(create_app(settings, presets=demo.presets)) as url:
@@ -372,11 +373,11 @@ def test_cancel_stops_a_waiting_run_and_frees_its_slot(browser: Browser, tmp_pat
                 page.click("text=Validate configuration")
                 connect = page.locator('[data-stage="connect"][data-status="running"]')
                 expect(connect.locator(".stage-elapsed")).to_contain_text("of this step's 60 s timeout")
-                assert peer.accepted.wait(10)
+                assert peer.call(peer.wait_connections(1, 10))
                 page.click("#cancel")
                 expect(page.locator("#verdict")).to_have_attribute("data-verdict", "cancelled")
                 expect(page.locator("#cancel")).to_be_hidden()
-                assert peer.closed.wait(10)  # the service hung up on the SMTP server
+                assert peer.call(peer.wait_all_closed(10))  # the service hung up on the SMTP server
                 page.click('[data-preset="anonymous"]')
                 page.click("text=Validate configuration")
                 expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")

@@ -100,15 +100,15 @@ def smtplib_conversation(
 
 
 async def aiosmtplib_conversation(
-    srv: FakeSMTP, *, timeout: float = 5.0, starttls: bool = True, login: tuple[str, str] | None = None,
+    srv: FakeSMTP, *, client_timeout_s: float = 5.0, starttls: bool = True, login: tuple[str, str] | None = None,
     implicit: bool = False,
 ) -> Outcome:
     if implicit:
         assert srv.tls_port is not None
-        client = aiosmtplib.SMTP(hostname=srv.host, port=srv.tls_port, timeout=timeout, use_tls=True,
+        client = aiosmtplib.SMTP(hostname=srv.host, port=srv.tls_port, timeout=client_timeout_s, use_tls=True,
                                  tls_context=trusting(srv))
     else:
-        client = aiosmtplib.SMTP(hostname=srv.host, port=srv.port, timeout=timeout, start_tls=False)
+        client = aiosmtplib.SMTP(hostname=srv.host, port=srv.port, timeout=client_timeout_s, start_tls=False)
     step = "greeting"
     seen: list[asyncio.BaseTransport | None] = []  # aiosmtplib forgets its transport after a timeout
     try:
@@ -144,11 +144,11 @@ async def aiosmtplib_conversation(
 
 
 @contextlib.asynccontextmanager
-async def starttls_session(srv: FakeSMTP, *, timeout: float = 5.0) -> AsyncIterator[aiosmtplib.SMTP]:
+async def starttls_session(srv: FakeSMTP, *, client_timeout_s: float = 5.0) -> AsyncIterator[aiosmtplib.SMTP]:
     """An aiosmtplib session upgraded with STARTTLS (trusting the server's PEM), QUIT and closed at once at
     the end: `async with aiosmtplib.SMTP(...)` would leave the TLS socket waiting for close_notify."""
     client = aiosmtplib.SMTP(
-        hostname=srv.host, port=srv.port, start_tls=True, tls_context=trusting(srv), timeout=timeout
+        hostname=srv.host, port=srv.port, start_tls=True, tls_context=trusting(srv), timeout=client_timeout_s
     )
     seen: list[asyncio.BaseTransport | None] = []
     try:

@@ -25,10 +25,10 @@ STALL_TIMEOUT = 0.5
 DELAY = 0.2
 
 
-async def converse(client: str, srv: FakeSMTP, timeout: float = 5.0) -> Outcome:
+async def converse(client: str, srv: FakeSMTP, client_timeout_s: float = 5.0) -> Outcome:
     if client == "smtplib":
-        return await asyncio.to_thread(smtplib_conversation, srv, timeout=timeout, login=(USER, PASSWORD))
-    return await aiosmtplib_conversation(srv, timeout=timeout, login=(USER, PASSWORD))
+        return await asyncio.to_thread(smtplib_conversation, srv, timeout=client_timeout_s, login=(USER, PASSWORD))
+    return await aiosmtplib_conversation(srv, client_timeout_s=client_timeout_s, login=(USER, PASSWORD))
 
 
 CLIENTS = pytest.mark.parametrize("client", ["smtplib", "aiosmtplib"])
@@ -63,7 +63,7 @@ async def test_disconnect_fault(client: str, step: str, full_server: FakeSMTP) -
 @pytest.mark.parametrize("step", STEPS)
 async def test_stall_fault(client: str, step: str, full_server: FakeSMTP) -> None:
     full_server.set_faults([Fault(step, "stall")])  # type: ignore[arg-type]
-    outcome = await converse(client, full_server, timeout=STALL_TIMEOUT)
+    outcome = await converse(client, full_server, client_timeout_s=STALL_TIMEOUT)
     assert (outcome.kind, outcome.step) == ("timeout", CLIENT_STEP[step])
 
 

@@ -8,12 +8,12 @@ import pytest
 
 from diag.config import TlsMode
 from fake_smtp import FakeSMTP
-from tests.hostile import peer as hostile
+from tests import peer as hostile
 from tests.hostile.test_hostile_servers import Case, assert_stopped_at, check_bounds, healthy, run_against
 
 EDGE_REPLIES: dict[str, Case] = {
     # 999 is no SMTP reply code (the first digit is 2 to 5): a broken peer, not a refusal of the session.
-    "greeting 999": Case(hostile.invalid_greeting(b"999 what"), "connect", "connect.protocol_error", 1),
+    "greeting 999": Case(hostile.says(b"999 what\r\n"), "connect", "connect.protocol_error", 1),
     "EHLO reply 999": Case(hostile.invalid_ehlo_reply(b"999 what"), "ehlo", "ehlo.protocol_error", 2),
 }
 

@@ -21,7 +21,7 @@ from diag.report import Report, Status
 from diag.runner import budget_for, run
 from diag.secret import Secret
 from fake_smtp import FakeSMTP
-from tests.hostile import peer as hostile
+from tests import peer as hostile
 
 TIMEOUT_S = 1.0
 FROM = "alerts@example.com"
@@ -51,7 +51,7 @@ CASES: dict[str, Case] = {
     "drips one byte per second": Case(hostile.drips, "connect", "connect.no_greeting", 3),
     "1 MiB greeting line": Case(hostile.huge_greeting_line, "connect", "connect.protocol_error", 1),
     "endless 220- continuation": Case(hostile.endless_continuation, "connect", "connect.protocol_error", 1),
-    "greeting 2X0": Case(hostile.invalid_greeting(b"2X0 hello"), "connect", "connect.protocol_error", 1),
+    "greeting 2X0": Case(hostile.says(b"2X0 hello\r\n"), "connect", "connect.protocol_error", 1),
     "EHLO reply 2X0": Case(hostile.invalid_ehlo_reply(b"2X0 hello"), "ehlo", "ehlo.protocol_error", 2),
     "closes right after connect": Case(hostile.closes_at_once, "connect", "connect.closed_by_server", 1),
     "closes mid-EHLO": Case(hostile.closes_mid_ehlo, "ehlo", "ehlo.disconnected", 2),
@@ -102,8 +102,8 @@ async def healthy(fake_smtp: FakeSMTP) -> None:
     assert report.verdict == "valid", [(s.name, s.status, s.summary) for s in report.stages]
 
 
-async def run_against(case: Case) -> tuple[Report, int, hostile.HostilePeer]:
-    async with hostile.HostilePeer(case.behaviour) as peer:
+async def run_against(case: Case) -> tuple[Report, int, hostile.Peer]:
+    async with hostile.Peer(case.behaviour) as peer:
         tracemalloc.start()
         try:
             report = await run(config_for(peer.port, **case.options))

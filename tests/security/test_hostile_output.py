@@ -1,7 +1,7 @@
 """What a hostile SMTP server says reaches every sink harmless and readable: the JSON report, the stored
 report (JSON and Markdown through the API), Markdown for a ticket, the terminal and the logs.
 
-Real peers on loopback: scripted hostile peers (tests/hostile/peer.py) for replies, banners and bytes,
+Real peers on loopback: scripted hostile peers (tests/peer.py) for replies, banners and bytes,
 and FakeSMTP with a certificate whose names carry Markdown, line breaks and escape sequences. The real
 engine, the real renderers and the real API; nothing is mocked.
 """
@@ -30,8 +30,8 @@ from diag.report import Report, Status
 from diag.runner import run
 from diag.service.app import create_app
 from fake_smtp import FakeSMTP
-from tests.hostile import peer as hostile
-from tests.hostile.peer import HostilePeer, Reader, Writer, send
+from tests import peer as hostile
+from tests.peer import Peer, Reader, Writer, send
 from tests.service.helpers import api_client, config_for, make_settings
 
 TIMEOUT_S = 2.0
@@ -122,7 +122,7 @@ async def markdown_replies(reader: Reader, writer: Writer) -> None:
 
 
 async def test_markdown_from_replies_stays_in_code_spans_and_the_fenced_transcript() -> None:
-    async with HostilePeer(markdown_replies) as peer:
+    async with Peer(markdown_replies) as peer:
         report = await run(config(peer.port))
     assert report.stage("mail_from").status is Status.FAILED
     assert_harmless(report)
@@ -205,14 +205,14 @@ async def http_answer_with_escapes(reader: Reader, writer: Writer) -> None:
 TERMINAL_CASES = {
     "replies": (escapes_and_markup, "mail_from"),
     "non-SMTP banner": (http_answer_with_escapes, "connect"),
-    "malformed greeting": (hostile.invalid_greeting(b"2X0 " + TERMINAL_ATTACK + b"\xff"), "connect"),
+    "malformed greeting": (hostile.says(b"2X0 " + TERMINAL_ATTACK + b"\xff\r\n"), "connect"),
 }
 
 
 @pytest.mark.parametrize("case", list(TERMINAL_CASES))
 async def test_terminal_shows_no_escape_sequence_and_markup_literally(case: str) -> None:
     behaviour, failed_stage = TERMINAL_CASES[case]
-    async with HostilePeer(behaviour) as peer:
+    async with Peer(behaviour) as peer:
         report = await run(config(peer.port, timeout_s=1.0))
     assert report.stage(failed_stage).status is Status.FAILED
     assert_harmless(report)
@@ -233,7 +233,7 @@ async def latin1_greeting(reader: Reader, writer: Writer) -> None:
 
 async def test_a_latin1_greeting_is_stored_and_read_back(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path))
-    async with HostilePeer(latin1_greeting) as peer, api_client(app) as client:
+    async with Peer(latin1_greeting) as peer, api_client(app) as client:
         response = await client.post("/api/diagnostics", json=config_for(peer.port))
         assert response.status_code == 201, response.text
         url = response.headers["location"]
@@ -311,7 +311,7 @@ ECHOES = {
 async def test_an_echoed_password_is_masked_everywhere(tmp_path: Path, json_logs: io.StringIO, case: str) -> None:
     last_reply, code = ECHOES[case]
     app = create_app(make_settings(tmp_path))
-    async with HostilePeer(echoes_credentials(last_reply)) as peer, api_client(app) as client:
+    async with Peer(echoes_credentials(last_reply)) as peer, api_client(app) as client:
         body = config_for(peer.port, username=USER, password=PASSWORD, timeout_s=TIMEOUT_S)
         created = await client.post("/api/diagnostics", json=body)
         assert created.status_code == 201, created.text

@@ -12,7 +12,6 @@ import dataclasses
 import email
 import email.policy
 import json
-from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import pytest
 from diag.service.app import create_app
 from diag.service.settings import Rate, Settings
 from fake_smtp import FakeSMTP
-from tests.hostile.peer import HostilePeer, Reader, Writer, ehlo_then, hold, send
-from tests.service.helpers import api_client, config_for, make_settings, uvicorn_in_thread
+from tests.peer import Peer, Reader, SmtpScript, Writer, ehlo_then, hold
+from tests.service.helpers import api_client, config_for, make_settings, uvicorn_serving
 
 RECIPIENT = "ops@example.test"
 
@@ -40,24 +39,6 @@ def stage(report: dict[str, Any], name: str) -> dict[str, Any]:
 def fields(response: httpx.Response) -> set[str]:
     assert response.status_code == 422, response.text
     return {e["field"] for e in response.json()["errors"]}
-
-
-class Recorder:
-    """A peer that greets and answers 250 to every command (354 to DATA), keeping the lines it was sent."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    async def __call__(self, reader: Reader, writer: Writer) -> None:
-        await send(writer, b"220 recorder.test ESMTP\r\n")
-        while line := await reader.readline():
-            text = line.decode("latin-1").rstrip("\r\n")
-            self.lines.append(text)
-            verb = text.split(" ", 1)[0].upper()
-            if verb == "QUIT":
-                await send(writer, b"221 bye\r\n")
-                return
-            await send(writer, b"250 ok\r\n")
 
 
 # -- 1. not an open relay -----------------------------------------------------------------------------------
@@ -110,8 +91,8 @@ async def test_a_list_of_recipients_sends_nothing(tmp_path: Path, fake_smtp: Fak
 
 
 async def test_ehlo_is_the_operators_name_and_a_users_name_is_refused(tmp_path: Path) -> None:
-    recorder = Recorder()
-    async with HostilePeer(recorder) as peer:
+    recorder = SmtpScript()
+    async with Peer(recorder) as peer:
         settings = settings_for(tmp_path, helo_name="diag.ops.example")
         async with api_client(create_app(settings)) as client:
             refused = await client.post("/api/diagnostics", json=config_for(peer.port, helo_name="spoof.example"))
@@ -131,8 +112,8 @@ async def test_the_default_ehlo_name_is_not_this_machines_name() -> None:
     from diag.config import parse_config
     from diag.runner import run
 
-    recorder = Recorder()
-    async with HostilePeer(recorder) as peer:
+    recorder = SmtpScript()
+    async with Peer(recorder) as peer:
         await run(parse_config(config_for(peer.port, timeout_s=5)))
     assert [line for line in recorder.lines if line.startswith("EHLO")] == ["EHLO localhost"]
 
@@ -219,21 +200,11 @@ async def test_target_limit_holds_across_every_spelling_of_loopback(tmp_path: Pa
 # -- 4. one client cannot hold the service ------------------------------------------------------------------
 
 
-async def never_greets(reader: Reader, writer: Writer) -> None:
-    await hold(reader)
-
-
-@pytest.fixture
-async def silent_peer() -> AsyncIterator[HostilePeer]:
-    async with HostilePeer(never_greets) as peer:
-        yield peer
-
-
-async def test_a_plain_run_is_cancelled_when_its_client_hangs_up(tmp_path: Path, silent_peer: HostilePeer) -> None:
+async def test_a_plain_run_is_cancelled_when_its_client_hangs_up(tmp_path: Path, silent_peer: Peer) -> None:
     """Through a real uvicorn: the client gives up after 1 s; the run stops, its SMTP connections close and
     its slot is free, long before the run's 60 s greeting timeout."""
     app = create_app(settings_for(tmp_path, max_concurrent_runs=1))
-    with uvicorn_in_thread(app) as url:
+    async with uvicorn_serving(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
             with pytest.raises(httpx.ReadTimeout):
                 await client.post("/api/diagnostics", json=config_for(silent_peer.port, timeout_s=60))
@@ -262,23 +233,23 @@ async def test_a_session_stalled_mid_conversation_is_closed_when_the_client_leav
     """The SMTP session is up and MAIL FROM hangs; the client leaves. Cancellation reaches the session's
     QUIT, and the socket must still close (it stayed open when QUIT was cancelled before the close)."""
     app = create_app(settings_for(tmp_path))
-    async with HostilePeer(stalls_at_mail_from) as peer:
-        with uvicorn_in_thread(app) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
-                with pytest.raises(httpx.ReadTimeout):
-                    await read_all(client, accept, config_for(peer.port, timeout_s=60))
-            assert peer.connections == 1
-            assert await peer.wait_all_closed(15)
+    async with Peer(stalls_at_mail_from) as peer, uvicorn_serving(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=1.0) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await read_all(client, accept, config_for(peer.port, timeout_s=60))
+        assert peer.connections == 1
+        assert await peer.wait_all_closed(15)
     assert app.state.services.gate.active == 0
 
 
-async def test_one_client_cannot_take_every_slot(tmp_path: Path, silent_peer: HostilePeer) -> None:
+async def test_one_client_cannot_take_every_slot(tmp_path: Path, silent_peer: Peer) -> None:
     app = create_app(settings_for(tmp_path, max_concurrent_runs=8, max_runs_per_client=2))
     async with api_client(app, client_ip="10.0.0.1") as greedy, api_client(app, client_ip="10.0.0.2") as other:
         body = config_for(silent_peer.port, timeout_s=60)
         held = [asyncio.create_task(greedy.post("/api/diagnostics", json=body)) for _ in range(2)]
-        while app.state.services.gate.running("10.0.0.1") < 2:
-            await asyncio.sleep(0)  # yield to the two requests until both hold their slot (no timing)
+        # Each run connects only once it holds its slot, and waits 60 s for a greeting that never comes.
+        assert await silent_peer.wait_connections(2, 10)
+        assert app.state.services.gate.running("10.0.0.1") == 2
         third = await greedy.post("/api/diagnostics", json=body)
         assert third.status_code == 429 and third.json()["error"] == "too_many_runs"
         refused = await other.post("/api/diagnostics", json=config_for(1, timeout_s=2))
@@ -288,7 +259,7 @@ async def test_one_client_cannot_take_every_slot(tmp_path: Path, silent_peer: Ho
         await asyncio.gather(*held, return_exceptions=True)
 
 
-async def test_a_run_through_the_service_has_a_wall_time_bound(tmp_path: Path, silent_peer: HostilePeer) -> None:
+async def test_a_run_through_the_service_has_a_wall_time_bound(tmp_path: Path, silent_peer: Peer) -> None:
     """timeout_s 100 would give this run a budget of 805 s; the service's max_run_s cuts it short."""
     app = create_app(settings_for(tmp_path, max_run_s=2.0))
     async with api_client(app) as client:

@@ -1,4 +1,4 @@
-"""Shared by the service tests: apps on temporary stores, a real uvicorn in a thread, silent peers."""
+"""Shared by the service tests: apps on temporary stores, a real uvicorn in a thread."""
 
 from __future__ import annotations
 
@@ -57,62 +57,37 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-@contextmanager
-def uvicorn_in_thread(app: Starlette) -> Iterator[str]:
-    """A real HTTP server: the socket listens before the thread starts, so clients can connect at once."""
+def _uvicorn(app: Starlette) -> tuple[uvicorn.Server, socket.socket, str]:
+    """A real HTTP server and its socket, listening before the server starts: clients can connect at once."""
     sock = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+    return server, sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@contextmanager
+def uvicorn_in_thread(app: Starlette) -> Iterator[str]:
+    """A real HTTP server in a thread of its own, for tests that block (the browser tests)."""
+    server, sock, url = _uvicorn(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
 
 
-class SilentPeer:
-    """A TCP listener that accepts and never speaks: a run against it waits for a greeting.
-
-    `accepted` is set at the first connection, `closed` when the client closes it.
-    """
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = threading.Event()
-        self.closed = threading.Event()
-        self.release = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> SilentPeer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.sock.close()
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        self.accepted.set()
-        with conn:
-            conn.settimeout(0.05)
-            while not self.release.is_set():
-                try:
-                    if conn.recv(4096) == b"":
-                        break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-        self.closed.set()
-
-
-async def wait_for(event: threading.Event, timeout: float) -> bool:
-    return await asyncio.to_thread(event.wait, timeout)
+@asynccontextmanager
+async def uvicorn_serving(app: Starlette) -> AsyncIterator[str]:
+    """A real HTTP server on the async test's own loop: nothing waits on a thread, and the test's peers
+    and the server share one loop."""
+    server, sock, url = _uvicorn(app)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(10):
+            await serving
+        sock.close()

@@ -13,7 +13,8 @@ from diag.config import TEXT_FIELDS
 from diag.service.app import create_app
 from diag.service.settings import ApiToken, Rate
 from fake_smtp import FakeSMTP
-from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, parse_sse, wait_for
+from tests.peer import Peer, never_greets
+from tests.service.helpers import api_client, config_for, make_settings, parse_sse
 
 
 @pytest.fixture
@@ -218,16 +219,16 @@ async def test_rate_limit_per_target_whatever_the_spelling(tmp_path: Path, smtp:
 
 async def test_busy_service_answers_503(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path, max_concurrent_runs=1))
-    with SilentPeer() as peer:
-        async with api_client(app) as client:
+    async with api_client(app) as client:
+        async with Peer(never_greets) as peer:
             first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
-            assert await wait_for(peer.accepted, 10)  # the first run holds the only slot
+            assert await peer.wait_connections(1, 10)  # the first run holds the only slot
             busy = await client.post("/api/diagnostics", json=config_for(peer.port))
             assert busy.status_code == 503
             assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
-            peer.release.set()  # the peer hangs up: the first run ends
-            assert (await first).status_code == 201
-            assert app.state.services.gate.active == 0
+        # Leaving the peer's context hangs up: the first run ends.
+        assert (await first).status_code == 201
+        assert app.state.services.gate.active == 0
 
 
 async def test_request_id_is_echoed_or_made(tmp_path: Path) -> None:

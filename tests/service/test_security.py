@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ import pytest
 from diag.service.app import create_app
 from diag.service.settings import ApiToken
 from fake_smtp import FakeSMTP
-from tests.service.helpers import SilentPeer, api_client, config_for, make_settings, uvicorn_in_thread, wait_for
+from tests.peer import Peer
+from tests.service.helpers import api_client, config_for, make_settings, uvicorn_serving
 
 PASSWORD = "pw-PLANTED-7f3a9c1e-do-not-leak"
 TOKEN = "tok-PLANTED-5b2d8e40-do-not-leak"
@@ -100,31 +101,30 @@ async def test_password_and_token_never_leave(tmp_path: Path, json_logs: io.Stri
     app = create_app(settings)
     auth = {"authorization": f"Bearer {TOKEN}"}
     bodies: list[bytes] = []
-    with FakeSMTP(auth="required", username="demo", password=PASSWORD) as right, \
-            FakeSMTP(auth="required", username="demo", password="something-else") as wrong:
-        async with api_client(app) as client:
-            for port in (right.port, wrong.port):
-                config = config_for(port, username="demo", password=PASSWORD)
-                for accept in ("application/json", "text/event-stream"):
-                    response = await client.post("/api/diagnostics", json=config, headers={**auth, "accept": accept})
-                    assert response.status_code == 201
-                    bodies.append(response.content)
-                    location = response.headers["location"]
-                    bodies.append((await client.get(location, headers=auth)).content)
-                    bodies.append((await client.get(location + "?format=markdown", headers=auth)).content)
-            bad = await client.post("/api/diagnostics", json={**config, "password": PASSWORD + "\r\n"}, headers=auth)
-            assert bad.status_code == 422
-            bodies.append(bad.content)
-            bodies.append((await client.get("/api/diagnostics", headers=auth)).content)
-            bodies.append((await client.get("/openapi.json")).content)
-            bodies.append((await client.get("/")).content)
-            denied = await client.get("/api/diagnostics", headers={"authorization": f"Bearer {TOKEN}-wrong"})
-            bodies.append(denied.content)
+    async with FakeSMTP(auth="required", username="demo", password=PASSWORD) as right, \
+            FakeSMTP(auth="required", username="demo", password="something-else") as wrong, api_client(app) as client:
+        for port in (right.port, wrong.port):
+            config = config_for(port, username="demo", password=PASSWORD)
+            for accept in ("application/json", "text/event-stream"):
+                response = await client.post("/api/diagnostics", json=config, headers={**auth, "accept": accept})
+                assert response.status_code == 201
+                bodies.append(response.content)
+                location = response.headers["location"]
+                bodies.append((await client.get(location, headers=auth)).content)
+                bodies.append((await client.get(location + "?format=markdown", headers=auth)).content)
+        bad = await client.post("/api/diagnostics", json={**config, "password": PASSWORD + "\r\n"}, headers=auth)
+        assert bad.status_code == 422
+        bodies.append(bad.content)
+        bodies.append((await client.get("/api/diagnostics", headers=auth)).content)
+        bodies.append((await client.get("/openapi.json")).content)
+        bodies.append((await client.get("/")).content)
+        denied = await client.get("/api/diagnostics", headers={"authorization": f"Bearer {TOKEN}-wrong"})
+        bodies.append(denied.content)
     logs = json_logs.getvalue()
     assert '"run_finished"' in logs and '"request"' in logs  # the logs really were captured
     for line in logs.splitlines():
         assert isinstance(__import__("json").loads(line), dict)  # every line is JSON
-    db_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("reports.sqlite3*"))
+    db_bytes = await asyncio.to_thread(lambda: b"".join(p.read_bytes() for p in tmp_path.glob("reports.sqlite3*")))
     assert b"demo" in db_bytes  # the reports are in the file
     for secret in (PASSWORD, TOKEN):
         for body in bodies:
@@ -133,10 +133,11 @@ async def test_password_and_token_never_leave(tmp_path: Path, json_logs: io.Stri
         assert secret.encode() not in db_bytes
 
 
-async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
+async def test_client_disconnect_cancels_the_run(tmp_path: Path, silent_peer: Peer) -> None:
     """A real server (httpx's ASGI transport buffers whole responses, so it cannot disconnect mid-stream)."""
     app = create_app(make_settings(tmp_path))
-    with SilentPeer() as peer, uvicorn_in_thread(app) as url:
+    peer = silent_peer
+    async with uvicorn_serving(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             request = client.build_request(
                 "POST", "/api/diagnostics", json=config_for(peer.port, timeout_s=60),
@@ -149,10 +150,10 @@ async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
                 seen += chunk
                 if '"name":"connect"' in seen:
                     break
-            assert await wait_for(peer.accepted, 10)
+            assert await peer.wait_connections(1, 10)
             await response.aclose()  # the client walks away mid-run
         # The run's connection is closed long before its 60 s greeting timeout, and the slot is free.
-        assert await wait_for(peer.closed, 10)
+        assert await peer.wait_all_closed(10)
     # After the server has drained (the thread joined): the slot is free and no report was stored.
     assert app.state.services.gate.active == 0
     assert app.state.services.store.list() == []
@@ -161,32 +162,35 @@ async def test_client_disconnect_cancels_the_run(tmp_path: Path) -> None:
 async def test_a_silent_event_stream_sends_keep_alive_pings_and_frees_its_slot_on_close() -> None:
     """A stage may be silent for minutes; proxies cut a silent stream. Through a real uvicorn: pings arrive
     while the source says nothing, and the slot callback runs once the stream ends."""
-    import anyio
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.routing import Route
 
     from diag.service.sse import EventStreamResponse
 
-    release = threading.Event()  # set by the test, awaited on the server's own loop (another thread)
+    release = asyncio.Event()  # set by the test, awaited by the server on the same loop
     closed: list[bool] = []
 
     async def source() -> Any:
         yield "stage_started", {"stage": "connect"}
-        await anyio.to_thread.run_sync(release.wait, 10)  # the silent stage
+        async with asyncio.timeout(10):
+            await release.wait()  # the silent stage
         yield "run_finished", {"verdict": "valid"}
 
     async def endpoint(request: Request) -> EventStreamResponse:
         return EventStreamResponse(source(), on_close=lambda: closed.append(True), ping_interval_s=0.05)
 
     app = Starlette(routes=[Route("/events", endpoint)])
-    with uvicorn_in_thread(app) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client, client.stream("GET", "/events") as response:
-            seen = ""
-            async for chunk in response.aiter_text():
-                seen += chunk
-                if seen.count(": ping") >= 2:
-                    release.set()
-            assert seen.count(": ping") >= 2
-            assert seen.index("stage_started") < seen.index(": ping") < seen.index("run_finished")
+    async with (
+        uvicorn_serving(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        client.stream("GET", "/events") as response,
+    ):
+        seen = ""
+        async for chunk in response.aiter_text():
+            seen += chunk
+            if seen.count(": ping") >= 2:
+                release.set()
+        assert seen.count(": ping") >= 2
+        assert seen.index("stage_started") < seen.index(": ping") < seen.index("run_finished")
     assert closed == [True]

@@ -1,13 +1,19 @@
-"""A scripted hostile SMTP peer on 127.0.0.1: each behaviour is one small async function over a connection.
+"""The one scripted peer of the tests: a TCP server on 127.0.0.1 where each behaviour is one small async
+function over a connection (`reader`, `writer`). Hostile servers, silent listeners, fixed banners and a
+minimal scriptable SMTP server (`SmtpScript`) are all behaviours of the same `Peer`.
 
-    async with HostilePeer(never_greets) as peer:
+    async with Peer(never_greets) as peer:           # on the test's own event loop
         report = await run(SmtpConfig(host="127.0.0.1", port=peer.port, ...))
     assert peer.connections >= 1
 
-The peer runs on the caller's event loop (an asyncio server on an ephemeral port). Every connection gets
-the same behaviour; `connections` counts accepted connections, `wait_all_closed()` tells whether the
-client closed every one. Leaving the context closes the listener and cancels every handler, so a
-behaviour may loop forever. What the peer writes is bounded by the socket buffers: it always drains.
+    with Peer(never_greets) as peer:                 # on a loop in a thread of its own, for a test that
+        proc = subprocess.Popen([... str(peer.port)])  # blocks (a subprocess, a sync client)
+        assert peer.call(peer.wait_connections(1, 20))
+
+Every connection gets the same behaviour; `connections` counts accepted connections, `wait_connections()`
+waits for them, `wait_all_closed()` tells whether the client closed every one. Leaving the context closes
+the listener and cancels every handler, so a behaviour may loop forever (and a held connection ends). What
+the peer writes is bounded by the socket buffers: it always drains; what it reads is bounded per line.
 """
 
 from __future__ import annotations
@@ -16,17 +22,21 @@ import asyncio
 import contextlib
 import random
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final
+from typing import Final, Self, TypeVar
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
 Behaviour = Callable[[Reader, Writer], Awaitable[None]]
+T = TypeVar("T")
 
 LOOPBACK: Final = "127.0.0.1"
 READ_LIMIT: Final = 64 * 1024  # what the peer buffers per line it reads from the client
 ONE_MIB: Final = 1024 * 1024
+STEP_TIMEOUT_S: Final = 10.0  # how long a thread-mode start, stop or call may take
 SSH_BANNER: Final = b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n"
 HTTP_RESPONSE: Final = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
@@ -34,8 +44,11 @@ HTTP_RESPONSE: Final = (
 )
 
 
-class HostilePeer:
-    """An asyncio TCP server on 127.0.0.1 that runs `behaviour` for every connection."""
+class Peer:
+    """An asyncio TCP server on 127.0.0.1 that runs `behaviour` for every connection.
+
+    `async with` runs it on the caller's loop; `with` runs it on a loop in its own thread (then `call()`
+    awaits something on that loop from the caller's thread)."""
 
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
@@ -44,10 +57,15 @@ class HostilePeer:
         self.open = 0  # connections whose handler is still running
         self._all_closed = asyncio.Event()
         self._all_closed.set()
+        self._arrived = asyncio.Event()  # set at each new connection
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # thread mode only
+        self._thread: threading.Thread | None = None
 
-    async def __aenter__(self) -> HostilePeer:
+    # -- on the caller's loop ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._handle, LOOPBACK, 0, limit=READ_LIMIT)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -62,6 +80,48 @@ class HostilePeer:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
+    # -- in a thread of its own -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="peer", daemon=True)
+        self._thread.start()
+        return self.call(self.__aenter__())
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._loop is not None and self._thread is not None
+        try:
+            self.call(self.__aexit__(exc_type, exc, tb))
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(STEP_TIMEOUT_S)
+            self._loop.close()
+
+    def call(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable` on the peer's own loop (thread mode) and return its result."""
+        assert self._loop is not None, "call() is for a peer started with `with`"
+
+        async def on_the_peers_loop() -> T:
+            return await awaitable
+
+        future = asyncio.run_coroutine_threadsafe(on_the_peers_loop(), self._loop)
+        return future.result(STEP_TIMEOUT_S * 3)
+
+    # -- what a test waits for --------------------------------------------------------------------------
+
+    async def wait_connections(self, count: int, timeout_s: float) -> bool:
+        """Whether `count` connections have been accepted within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self.connections < count:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def wait_all_closed(self, timeout_s: float) -> bool:
         """Whether every connection has ended within `timeout_s` (the client closed what it opened)."""
         try:
@@ -75,13 +135,14 @@ class HostilePeer:
         self.connections += 1
         self.open += 1
         self._all_closed.clear()
+        self._arrived.set()
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
         try:
             await self.behaviour(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
-            pass  # the client hung up: that is the client's right
+            pass  # the client hung up (or refused our TLS): that is the client's right
         except asyncio.CancelledError:
             # Stopped by __aexit__. Ending normally rather than cancelled: Python 3.11's start_server
             # callback logs a cancelled handler task as an error.
@@ -182,12 +243,14 @@ async def endless_continuation(reader: Reader, writer: Writer) -> None:
         await send(writer, batch)
 
 
-def invalid_greeting(line: bytes) -> Behaviour:
+def says(data: bytes) -> Behaviour:
+    """Sends `data` at once (a banner, a greeting, a line that is none), then stays silent."""
+
     async def behaviour(reader: Reader, writer: Writer) -> None:
-        await send(writer, line + b"\r\n")
+        await send(writer, data)
         await hold(reader)
 
-    behaviour.__name__ = f"invalid_greeting({line!r})"
+    behaviour.__name__ = f"says({data!r})"
     return behaviour
 
 
@@ -315,6 +378,125 @@ async def http_server(reader: Reader, writer: Writer) -> None:
         await send(writer, HTTP_RESPONSE)
 
 
-async def ssh_banner(reader: Reader, writer: Writer) -> None:
-    await send(writer, SSH_BANNER)
-    await hold(reader)
+ssh_banner = says(SSH_BANNER)
+
+
+@dataclass
+class SmtpScript:
+    """A minimal SMTP server, for what aiosmtpd cannot be made to do: advertise only the given EHLO lines
+    (AUTH XOAUTH2 only, AUTH LOGIN only), or finish STARTTLS with a server context of our choosing.
+
+    `replies` maps a verb ("AUTH", "MAIL", ...) to the reply line (250 by default); AUTH LOGIN walks
+    through its 334 prompts first. Every line received is kept in `lines` (decoded, without CRLF), so a
+    test sees what went over the wire."""
+
+    ehlo_lines: tuple[str, ...] = ()
+    tls_context: ssl.SSLContext | None = None
+    replies: dict[str, str] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+    async def __call__(self, reader: Reader, writer: Writer) -> None:
+        channel = LineChannel(reader, writer)
+        await channel.send(b"220 scripted.test ESMTP\r\n")
+        while (line := await self._read(channel)) is not None:
+            verb = line.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                offered = ["scripted.test", *self.ehlo_lines]
+                body = "".join(f"250-{item}\r\n" for item in offered[:-1]) + f"250 {offered[-1]}\r\n"
+                await channel.send(body.encode())
+            elif verb == "STARTTLS" and self.tls_context is not None:
+                await channel.send(b"220 2.0.0 Ready to start TLS\r\n")
+                await channel.start_tls(self.tls_context)  # raises ssl.SSLError on a mismatch
+            elif line.upper().startswith("AUTH LOGIN"):
+                if len(line.split()) == 2:  # the username comes in answer to a first prompt
+                    await channel.send(b"334 VXNlcm5hbWU6\r\n")
+                    await self._read(channel)
+                await channel.send(b"334 UGFzc3dvcmQ6\r\n")
+                await self._read(channel)
+                await channel.send(self.replies.get("AUTH", "535 5.7.8 Authentication failed").encode() + b"\r\n")
+            elif verb == "QUIT":
+                await channel.send(b"221 2.0.0 Bye\r\n")
+                return
+            else:
+                await channel.send(self.replies.get(verb, "250 2.0.0 OK").encode() + b"\r\n")
+
+    async def _read(self, channel: LineChannel) -> str | None:
+        """One line, kept in `lines`; None when the client has gone."""
+        raw = await channel.readline()
+        if not raw:
+            return None
+        line = raw.decode("latin-1").rstrip("\r\n")
+        self.lines.append(line)
+        return line
+
+
+class LineChannel:
+    """Lines in and out of one connection, in plaintext or, after `start_tls`, over TLS driven by hand.
+
+    Why not asyncio's StreamWriter.start_tls: when the handshake fails, asyncio closes the socket without
+    sending the alert OpenSSL wrote, so the client sees a bare disconnect where a real server's alert names
+    the failure (SSLV3_ALERT_HANDSHAKE_FAILURE). Driving OpenSSL over memory BIOs sends the alert first."""
+
+    def __init__(self, reader: Reader, writer: Writer) -> None:
+        self.reader, self.writer = reader, writer
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls: ssl.SSLObject | None = None
+        self._plain = b""  # decrypted bytes not yet returned as a line
+
+    async def readline(self) -> bytes:
+        if self._tls is None:
+            return await self.reader.readline()
+        while b"\n" not in self._plain and len(self._plain) < READ_LIMIT:
+            try:
+                self._plain += self._tls.read(READ_LIMIT)
+            except ssl.SSLWantReadError:
+                if not await self._receive():
+                    break
+        line, newline, self._plain = self._plain.partition(b"\n")
+        return line + newline
+
+    async def send(self, data: bytes) -> None:
+        if self._tls is None:
+            await send(self.writer, data)
+            return
+        self._tls.write(data)
+        await self._flush()
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        while True:
+            try:
+                self._tls.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if not await self._receive():
+                    raise ConnectionResetError("the client left during the TLS handshake") from None
+            except ssl.SSLError:
+                await self._flush()  # the alert that names the failure
+                raise
+            else:
+                await self._flush()
+                return
+
+    async def _receive(self) -> bool:
+        """Feed what the client sent next to OpenSSL; False when the client has closed."""
+        data = await self.reader.read(READ_LIMIT)
+        if not data:
+            self._incoming.write_eof()
+            return False
+        self._incoming.write(data)
+        return True
+
+    async def _flush(self) -> None:
+        if data := self._outgoing.read():
+            await send(self.writer, data)
+
+
+def handshakes(context: ssl.SSLContext) -> Behaviour:
+    """A TLS handshake on the first byte (implicit TLS) with `context`, then a hang-up. A failed handshake
+    still sends OpenSSL's alert (see LineChannel), as a blocking server would."""
+
+    async def behaviour(reader: Reader, writer: Writer) -> None:
+        await LineChannel(reader, writer).start_tls(context)
+
+    return behaviour
