@@ -10,23 +10,14 @@ hand in Python, with the same words (it owns host_problem and the address patter
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from diag.certs import ca_bundle_problem
+from diag.config import FieldError
 from diag.stages.config_check import EMAIL, host_problem
 
 
-@dataclass(frozen=True, slots=True)
-class InputProblem:
-    field: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
-
-
-def input_problems(data: Mapping[str, Any], *, skip: Collection[str] = ()) -> list[InputProblem]:
+def input_problems(data: Mapping[str, Any], *, skip: Collection[str] = ()) -> list[FieldError]:
     """The problems in raw input (a JSON body, the CLI's flags as a dict), so they can be reported together
     with parse_config's own; fields named in `skip` (already reported) and values that are not text are left
     to parse_config."""
@@ -35,26 +26,26 @@ def input_problems(data: Mapping[str, Any], *, skip: Collection[str] = ()) -> li
         value = data.get(name)
         return value if isinstance(value, str) and name not in skip else None
 
-    problems: list[InputProblem] = []
+    problems: list[FieldError] = []
     host = text("host")
     problem = host_problem(host) if host is not None else None
     if problem:
-        problems.append(InputProblem("host", problem))
+        problems.append(FieldError("host", problem))
     from_email = text("from_email")
     if from_email and not EMAIL.match(from_email):
-        problems.append(InputProblem("from_email", "must be a plain address like name@example.com"))
+        problems.append(FieldError("from_email", "must be a plain address like name@example.com"))
     username, password = data.get("username"), data.get("password")
     # Under the field that was given: it is the one the person typed, and the one to clear for anonymous SMTP.
     if text("username") and not password:
-        problems.append(InputProblem("username", "needs a password: enter it, or clear the username (anonymous)"))
+        problems.append(FieldError("username", "needs a password: enter it, or clear the username (anonymous)"))
     elif text("password") and not username:
-        problems.append(InputProblem("password", "needs a username: enter it, or clear the password (anonymous)"))
+        problems.append(FieldError("password", "needs a username: enter it, or clear the password (anonymous)"))
     recipient = text("recipient")
     if recipient and not EMAIL.match(recipient):
-        problems.append(InputProblem("recipient", "must be one plain address like you@example.com"))
+        problems.append(FieldError("recipient", "must be one plain address like you@example.com"))
     ca_bundle = text("ca_bundle")
     if ca_bundle:
         bundle = ca_bundle_problem(ca_bundle)
         if bundle:
-            problems.append(InputProblem("ca_bundle", bundle))
+            problems.append(FieldError("ca_bundle", bundle))
     return problems

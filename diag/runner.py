@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict, Unpack
 
 from diag.config import SmtpConfig
 from diag.findings import finding_for
@@ -50,6 +50,16 @@ STAGES: Final[tuple[tuple[str, Check, tuple[str, ...]], ...]] = (
 def budget_for(config: SmtpConfig) -> float:
     """The whole run's budget: generous enough for every step's timeout, never unbounded."""
     return config.timeout_s * 8 + 5.0
+
+
+class RunOptions(TypedDict, total=False):
+    """What a caller may say about a run besides the config (`run_events` and `run` take the same)."""
+
+    policy: EgressPolicy | None
+    run_id: str | None
+    admit_addresses: Callable[[list[str]], str | None] | None
+    max_duration_s: float | None
+    resolver: Resolver | None
 
 
 async def run_events(
@@ -122,24 +132,9 @@ async def run_events(
     yield RunFinished(report)
 
 
-async def run(
-    config: SmtpConfig,
-    *,
-    policy: EgressPolicy | None = None,
-    run_id: str | None = None,
-    admit_addresses: Callable[[list[str]], str | None] | None = None,
-    max_duration_s: float | None = None,
-    resolver: Resolver | None = None,
-) -> Report:
-    events = run_events(
-        config,
-        policy=policy,
-        run_id=run_id,
-        admit_addresses=admit_addresses,
-        max_duration_s=max_duration_s,
-        resolver=resolver,
-    )
-    async for event in events:
+async def run(config: SmtpConfig, **options: Unpack[RunOptions]) -> Report:
+    """The run's Report (its last event), with the same options as `run_events`."""
+    async for event in run_events(config, **options):
         if isinstance(event, RunFinished):
             return event.report
     raise AssertionError("run_events ended without RunFinished")  # pragma: no cover

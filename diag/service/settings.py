@@ -172,12 +172,14 @@ def _token(name: str, raw: str) -> ApiToken:
     return ApiToken(raw)
 
 
+def _items(raw: str) -> list[str]:
+    """A comma-separated list's items, trimmed, empty ones dropped ("a, b," is a and b)."""
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
 def _networks(name: str, raw: str) -> tuple[str, ...]:
     networks: list[str] = []
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in _items(raw):
         try:
             networks.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:
@@ -191,10 +193,7 @@ def _ports(name: str, raw: str) -> frozenset[int] | None:
     if raw in ("*", "any"):
         return None
     ports: set[int] = set()
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in _items(raw):
         if not item.isdigit() or not 1 <= int(item) <= 65535:
             raise SettingsError(
                 f"{name} must be a comma-separated list of ports from 1 to 65535 (or *), {item[:20]!r} is not one"
@@ -229,10 +228,7 @@ def _host(name: str, raw: str) -> str:
 
 def _allowed_hosts(name: str, raw: str) -> tuple[str, ...]:
     hosts: list[str] = []
-    for item in raw.split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in _items(raw):
         host = normalize_host_name(item)
         if host is None:
             raise SettingsError(

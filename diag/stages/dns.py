@@ -41,20 +41,21 @@ KIND_PRIORITY: Final[tuple[DnsKind | ConfigKind, ...]] = (
 )
 
 
+def _no_connection(ctx: RunContext, kind: DnsKind, note: str, why: str, detail: str, **facts: Any) -> Outcome:
+    """A run this service will not let connect: said in the transcript, and in the summary."""
+    ctx.transcript.note(note)
+    return Outcome.failed(f"{why}. No connection was made.", kind, detail=detail, **facts)
+
+
 async def check(ctx: RunContext) -> Outcome:
     config = ctx.config
     host = config.host.strip()
     port_denied = ctx.policy.vet_port(config.port)
     if port_denied is not None:
-        ctx.transcript.note(f"egress policy: {port_denied}")
-        return Outcome.failed(
-            f"This service may not connect to port {config.port}: {port_denied}. No connection was made.",
-            DnsKind.POLICY_DENIED,
-            detail=port_denied,
-            port=config.port,
-            port_denied=port_denied,
-            ip_literal=parse_ip_literal(host) is not None,
-            addresses=[],
+        return _no_connection(
+            ctx, DnsKind.POLICY_DENIED, f"egress policy: {port_denied}",
+            f"This service may not connect to port {config.port}: {port_denied}", port_denied,
+            port=config.port, port_denied=port_denied, ip_literal=parse_ip_literal(host) is not None, addresses=[],
         )
 
     literal = parse_ip_literal(host)
@@ -179,11 +180,8 @@ def _vet(
         return Outcome.failed(summary, DnsKind.POLICY_DENIED, detail=reasons, **facts)
     refused = ctx.admit_addresses(allowed) if ctx.admit_addresses is not None else None
     if refused is not None:
-        ctx.transcript.note(f"not admitted: {refused}")
-        return Outcome.failed(
-            f"Not run against {host}: {refused}. No connection was made.",
-            DnsKind.RATE_LIMITED,
-            detail=refused,
+        return _no_connection(
+            ctx, DnsKind.RATE_LIMITED, f"not admitted: {refused}", f"Not run against {host}: {refused}", refused,
             **facts,
         )
     ctx.addresses = allowed

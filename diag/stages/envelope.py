@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Final
 
@@ -52,43 +53,44 @@ def rcpt_kind(reply: Reply) -> RcptToKind:
     return RcptToKind.REJECTED
 
 
+@dataclass(frozen=True, slots=True)
+class AddressCommand:
+    """MAIL FROM or RCPT TO: the command, the replies that accept, what a refusal means, and the words."""
+
+    verb: str
+    accepted: tuple[int, ...]
+    kind_of: Callable[[Reply], Kind]
+    role: str  # "sender" / "recipient"
+    fact: str  # the fact that names the address
+
+
+MAIL_FROM: Final = AddressCommand("MAIL FROM", (250,), mail_from_kind, "sender", "from_email")
+RCPT_TO: Final = AddressCommand("RCPT TO", (250, 251), rcpt_kind, "recipient", "recipient")
+
+
 async def check_mail_from(ctx: RunContext) -> Outcome:
     config = ctx.config
-    result = await _step(
-        ctx,
-        "MAIL FROM",
-        f"MAIL FROM:<{config.from_email}>",
-        (250,),
-        mail_from_kind,
-        f"The server refused the sender {config.from_email}",
-    )
-    if isinstance(result, Outcome):
-        return result
-    if not config.recipient:
-        await _reset(ctx)
-    return Outcome.passed(
-        f"The server accepts {config.from_email} as sender.", mail_from_reply=str(result), from_email=config.from_email
-    )
+    # Without a recipient the transaction ends here: reset it, so nothing is ever sent by accident.
+    return await _address_check(ctx, MAIL_FROM, config.from_email, reset=not config.recipient)
 
 
 async def check_rcpt_to(ctx: RunContext) -> Outcome:
     config = ctx.config
     if not config.recipient:
         return Outcome.skipped("No test recipient configured.")
-    result = await _step(
-        ctx,
-        "RCPT TO",
-        f"RCPT TO:<{config.recipient}>",
-        (250, 251),
-        rcpt_kind,
-        f"The server refused the recipient {config.recipient}",
-    )
+    return await _address_check(ctx, RCPT_TO, config.recipient, reset=not config.send_test_message)
+
+
+async def _address_check(ctx: RunContext, command: AddressCommand, address: str, *, reset: bool) -> Outcome:
+    refused = f"The server refused the {command.role} {address}"
+    result = await _step(ctx, command.verb, f"{command.verb}:<{address}>", command.accepted, command.kind_of, refused)
     if isinstance(result, Outcome):
         return result
-    if not config.send_test_message:
+    if reset:
         await _reset(ctx)
+    reply_fact = command.verb.lower().replace(" ", "_") + "_reply"
     return Outcome.passed(
-        f"The server accepts {config.recipient} as recipient.", rcpt_to_reply=str(result), recipient=config.recipient
+        f"The server accepts {address} as {command.role}.", **{reply_fact: str(result), command.fact: address}
     )
 
 

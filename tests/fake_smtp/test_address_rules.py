@@ -67,7 +67,7 @@ def test_only_the_matching_recipient_is_refused_and_rules_change_while_running(f
     with smtplib.SMTP(srv.host, srv.port, timeout=5) as smtp:
         refused = smtp.send_message(make_message(), to_addrs=["gone@example.test", "here@example.test"])
     assert refused == {"gone@example.test": (550, b"5.1.1 User unknown")}
-    assert srv.messages[0].rcpt_tos == ("here@example.test",)
+    assert srv.messages[0].rcpt_tos == ["here@example.test"]
     srv.set_address_rules(["rcpt:here@*=421"])
     with socket.create_connection((srv.host, srv.port), timeout=5) as raw:
         replies = raw.makefile("rb")
