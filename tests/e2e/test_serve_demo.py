@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,18 +24,13 @@ EXPECTED_VERDICT = {"wrong-password": "invalid", "starttls-untrusted": "invalid"
 PRESET_DATA = re.compile(r'<script type="application/json" id="presets-data">(.*?)</script>', re.S)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Service:
     def __init__(self, tmp_path: Path) -> None:
         env = {**os.environ, "DIAG_DB_PATH": str(tmp_path / "reports.sqlite3")}
         env.pop("DIAG_API_TOKEN", None)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "diag.cli", "serve", "--demo", "--port", str(free_port())],
+            # Port 0: the service binds any free port and prints the real URL (no race with other workers).
+            [sys.executable, "-m", "diag.cli", "serve", "--demo", "--port", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.stderr_lines: list[str] = []
