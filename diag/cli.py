@@ -232,26 +232,29 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
     spinner = Live(Spinner("dots", text=waiting), console=console, transient=True, refresh_per_second=10) \
         if live and console.is_terminal else contextlib.nullcontext()
     with spinner:
-        async for event in run_events(config):
-            if isinstance(event, StageStarted):
-                waiting.start(event.name)
-            elif live and isinstance(event, StageFinished):
-                # In a pipe, a long summary stays on one line (grep-able); a terminal wraps it.
-                console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
-                stdout.flush()  # stages appear as they finish, even through a pipe
-            elif isinstance(event, RunFinished):
-                if isinstance(spinner, Live):
-                    spinner.stop()
-                report = with_origin(event.report)  # a report pasted in a ticket says where it ran
-                if args.json:
-                    stdout.write(render.to_json(report) + "\n")
-                elif args.markdown:
-                    stdout.write(render.to_markdown(report))
-                else:
-                    console.print()
-                    console.print(render.render_summary(report))
-                stdout.flush()
-                return report
+        # aclosing: the run's cleanup (its SMTP session) happens here, also when Ctrl-C cancels us mid-run,
+        # not later in asyncio's shutdown of leftover generators.
+        async with contextlib.aclosing(run_events(config)) as events:
+            async for event in events:
+                if isinstance(event, StageStarted):
+                    waiting.start(event.name)
+                elif live and isinstance(event, StageFinished):
+                    # In a pipe, a long summary stays on one line (grep-able); a terminal wraps it.
+                    console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
+                    stdout.flush()  # stages appear as they finish, even through a pipe
+                elif isinstance(event, RunFinished):
+                    if isinstance(spinner, Live):
+                        spinner.stop()
+                    report = with_origin(event.report)  # a report pasted in a ticket says where it ran
+                    if args.json:
+                        stdout.write(render.to_json(report) + "\n")
+                    elif args.markdown:
+                        stdout.write(render.to_markdown(report))
+                    else:
+                        console.print()
+                        console.print(render.render_summary(report))
+                    stdout.flush()
+                    return report
     raise AssertionError("run_events ended without RunFinished")  # pragma: no cover
 
 
