@@ -74,29 +74,30 @@ class Handler:
     async def handle_MAIL(
         self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        refusal = await server.transaction_refusal("mail_from")
-        if refusal is not None:
-            return refusal
-        verdict = self._runtime.policies.on_mail(policy_envelope(session, address))
-        if verdict is not None:
-            return server.refuse(verdict, "mail_from")
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
+        reply = await self._refusal(server, "mail_from", policy_envelope(session, address))
+        if reply is None:
+            envelope.mail_from, reply = address, "250 OK"
+            envelope.mail_options.extend(options)
+        return reply
 
     async def handle_RCPT(
         self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        refusal = await server.transaction_refusal("rcpt_to")
-        if refusal is not None:
-            return refusal
         view = policy_envelope(session, envelope.mail_from or "", rcpt=address)
-        verdict = self._runtime.policies.on_rcpt(view)
-        if verdict is not None:
-            return server.refuse(verdict, "rcpt_to")
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 OK"
+        reply = await self._refusal(server, "rcpt_to", view)
+        if reply is None:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return reply or "250 OK"
+
+    async def _refusal(self, server: FakeSMTPProtocol, step: str, view: PolicyEnvelope) -> str | None:
+        """MAIL or RCPT refused by a fault rule, the STARTTLS or login policy, or an envelope policy."""
+        reply = await server.transaction_refusal(step)
+        if reply is not None:
+            return reply
+        policies = self._runtime.policies
+        verdict = policies.on_mail(view) if step == "mail_from" else policies.on_rcpt(view)
+        return None if verdict is None else server.refuse(verdict, step)
 
     async def handle_DATA(self, server: FakeSMTPProtocol, session: Session, envelope: Envelope) -> str:
         """At the final dot (the DATA command itself, before 354, is `FakeSMTPProtocol.smtp_DATA`)."""
