@@ -17,6 +17,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 AUTH_FAILED = "535 5.7.8 Error: authentication failed"
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
+ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authentication mechanism"
+LOGIN_REQUIRED = "530 5.7.0 Authentication required"
 MECHANISMS = ("CRAM-MD5", "LOGIN", "PLAIN")
 
 log = structlog.get_logger("fake_smtp")

@@ -29,6 +29,7 @@ from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
 from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
+from fake_smtp.handler import Handler
 from fake_smtp.inbox_guard import HostPolicy, InboxToken
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
 from fake_smtp.policies import Policies
@@ -145,6 +146,7 @@ class FakeSMTP:
                 refusal=None if setup is None else setup.basic_auth_refusal,
             ),
         )
+        self._handler = Handler(self._runtime)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[asyncio.Server] = []
@@ -320,10 +322,11 @@ class FakeSMTP:
 
     def _protocol(self, starttls_context: ssl.SSLContext | None, *, implicit_tls: bool) -> FakeSMTPProtocol:
         return FakeSMTPProtocol(
+            self._handler,
             self._runtime,
             implicit_tls=implicit_tls,
             # Plaintext AUTH only when TLS is off altogether, as real servers do.
-            auth_require_tls=self.tls != "off" and not implicit_tls,
+            auth_needs_tls=self.tls != "off",
             hostname=self.hostname,
             ident=IDENT,
             tls_context=starttls_context,
