@@ -12,7 +12,8 @@ It sits behind the same guard as the inbox (Host check, bearer token).
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,6 +21,8 @@ from starlette.routing import Route
 
 from fake_smtp.address_rules import AddressRule, AddressRules, parse_address_rule
 from fake_smtp.faults import MAX_FAULTS, MAX_SEED, Fault, FaultPlan, parse_fault
+
+T = TypeVar("T")
 
 MAX_BODY = 64 * 1024
 
@@ -45,25 +48,26 @@ def _texts(body: dict[str, Any], key: str) -> list[str] | None:
     return value
 
 
+def _each(body: dict[str, Any], key: str, parse: Callable[[str], T]) -> list[T] | None:
+    """`body[key]`'s texts parsed, or None when absent; a bad one is named by its index (`faults[1]`)."""
+    texts = _texts(body, key)
+    if texts is None:
+        return None
+    parsed: list[T] = []
+    for index, text in enumerate(texts):
+        try:
+            parsed.append(parse(text))
+        except ValueError as error:
+            raise _Invalid(f"{key}[{index}]", str(error)) from None
+    return parsed
+
+
 def _parsed(body: dict[str, Any]) -> tuple[list[Fault] | None, list[AddressRule] | None, int | None]:
     unknown = sorted(set(body) - {"faults", "rules", "seed"})
     if unknown:
         raise _Invalid(unknown[0], f"unknown field {unknown[0]!r}; expected faults, rules, seed")
-    faults = rules = None
-    if (fault_texts := _texts(body, "faults")) is not None:
-        faults = []
-        for index, text in enumerate(fault_texts):
-            try:
-                faults.append(parse_fault(text))
-            except ValueError as error:
-                raise _Invalid(f"faults[{index}]", str(error)) from None
-    if (rule_texts := _texts(body, "rules")) is not None:
-        rules = []
-        for index, text in enumerate(rule_texts):
-            try:
-                rules.append(parse_address_rule(text))
-            except ValueError as error:
-                raise _Invalid(f"rules[{index}]", str(error)) from None
+    faults = _each(body, "faults", parse_fault)
+    rules = _each(body, "rules", parse_address_rule)
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         raise _Invalid("seed", f"seed must be a whole number 0-{MAX_SEED}")

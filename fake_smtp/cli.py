@@ -20,20 +20,22 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
 import structlog
 
-from fake_smtp.address_rules import AddressRule, parse_address_rule
+from fake_smtp.address_rules import parse_address_rule
 from fake_smtp.cert_faults import parse_cert_fault
 from fake_smtp.exposure import exposure_warning
-from fake_smtp.faults import MAX_SEED, Fault, parse_fault
+from fake_smtp.faults import MAX_SEED, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
 from fake_smtp.scenarios import listing as scenario_listing
 from fake_smtp.scenarios import resolve as resolve_scenario
 from fake_smtp.server import AUTH_MODES, DEFAULT_MAX_SIZE, TLS_MODES, FakeSMTP
 from fake_smtp.xoauth2 import STYLES as XOAUTH2_STYLES
+
+T = TypeVar("T")
 
 DEFAULT_PORT = 2525
 DEFAULT_TLS_PORT = 2465
@@ -50,46 +52,44 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _fault(text: str) -> Fault:
-    try:
-        return parse_fault(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
     return int(text)
 
 
-def _scenario(text: str) -> str:
-    try:
-        resolve_scenario(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type from a parser of ours: its ValueError becomes argparse's own one-line error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
 
 
-def _address_rule(text: str) -> AddressRule:
-    try:
-        return parse_address_rule(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def _kept(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """Check the text with `parse`, keep the text (the server parses it again where it is used)."""
+
+    def check(text: str) -> str:
+        parse(text)
+        return text
+
+    return check
+
+
+_scenario = _argument(_kept(resolve_scenario))
+_cert_fault = _argument(_kept(parse_cert_fault))
+_address_rule = _argument(parse_address_rule)
+_fault = _argument(parse_fault)
 
 
 def _seed(text: str) -> int:
     if not text.isdigit() or int(text) > MAX_SEED:
         raise argparse.ArgumentTypeError(f"expected a whole number 0-{MAX_SEED}, got {text!r}")
     return int(text)
-
-
-def _cert_fault(text: str) -> str:
-    try:
-        parse_cert_fault(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
