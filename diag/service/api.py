@@ -32,7 +32,9 @@ from diag.input_problems import input_problems
 from diag.logging import get_logger
 from diag.origin import with_origin
 from diag.policy import parse_ip_literal
+from diag.render import to_markdown
 from diag.report import VERDICTS, Report, RunFinished
+from diag.runner import run, run_events
 from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
 from diag.service.sse import EventStreamResponse
 from diag.service.state import Services
@@ -247,8 +249,6 @@ def permission_errors(services: Services, config: SmtpConfig) -> list[dict[str, 
 async def run_to_report(
     services: Services, config: SmtpConfig, run_id: str, admit_addresses: Callable[[list[str]], str | None]
 ) -> Report:
-    from diag.runner import run
-
     report = with_origin(await run(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
                                    max_duration_s=services.settings.max_run_s))
     await run_in_threadpool(services.store.save, report)
@@ -259,8 +259,6 @@ async def stream_run(
     services: Services, config: SmtpConfig, run_id: str, admit_addresses: Callable[[list[str]], str | None]
 ) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
     """The run's events for SSE; the report is saved before the last event goes out."""
-    from diag.runner import run_events
-
     events = run_events(config, policy=services.policy, run_id=run_id, admit_addresses=admit_addresses,
                         max_duration_s=services.settings.max_run_s)
     finished = False
@@ -287,8 +285,6 @@ async def get_diagnostic(request: Request) -> Response:
     if report is None:
         return error(404, "not_found", "No report with this id (it may have expired).")
     if fmt == "markdown" or (fmt is None and wants(request, "text/markdown")):
-        from diag.render import to_markdown
-
         return PlainTextResponse(to_markdown(report), media_type="text/markdown; charset=utf-8")
     return JSONResponse(report.to_dict())
 

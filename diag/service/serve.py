@@ -17,6 +17,7 @@ from typing import Any, Final, TextIO
 
 import uvicorn
 
+from diag.service.app import allowed_hosts, create_app
 from diag.service.connections import ConnectionGuard, guarded_protocol
 from diag.service.logs import configure_service_logging
 from diag.service.settings import Settings, SettingsError, is_loopback_host
@@ -103,8 +104,6 @@ def exposure_warning(host: str, settings: Settings) -> str | None:
 
 
 def accepted_hosts_line(settings: Settings) -> str:
-    from diag.service.app import allowed_hosts
-
     hosts = allowed_hosts(settings).hosts
     source = "DIAG_ALLOWED_HOSTS" if settings.allowed_hosts is not None else "the default; set DIAG_ALLOWED_HOSTS"
     return f"{', '.join(hosts)} (any port; {source} to change)"
@@ -160,8 +159,6 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
             print(f"smtp-diag: cannot listen on {host}:{port}: {exc.strerror or exc}", file=err)
             return 1
         stack.callback(sock.close)
-        from diag.service.app import create_app
-
         app = create_app(settings, presets=presets)
         bound_port = sock.getsockname()[1]
         print(f"smtp-diag: accepting Host headers {accepted_hosts_line(settings)}", file=err)
