@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from fake_smtp.logs import logger
 
 AUTH_FAILED = "535 5.7.8 Error: authentication failed"
 AUTH_NOT_ENABLED = "503 5.5.1 Error: authentication not enabled"
@@ -21,7 +22,6 @@ ENCRYPTION_REQUIRED = "538 5.7.11 Encryption required for requested authenticati
 LOGIN_REQUIRED = "530 5.7.0 Authentication required"
 MECHANISMS = ("CRAM-MD5", "LOGIN", "PLAIN")
 
-log = structlog.get_logger("fake_smtp")
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ def auth_outcome(success: bool, username: str, mechanism: str, replies: AuthRepl
     handled=False on failure: with aiosmtpd's default (handled=True) it would send nothing at all.
     """
     if replies.refusal is not None:
-        log.info("auth", user=username, mechanism=mechanism, success=False, refused=True)
+        logger().info("auth", user=username, mechanism=mechanism, success=False, refused=True)
         return AuthResult(success=False, handled=False, message=replies.refusal)
-    log.info("auth", user=username, mechanism=mechanism, success=success)
+    logger().info("auth", user=username, mechanism=mechanism, success=success)
     if success:
         return AuthResult(success=True, auth_data=username)
     return AuthResult(success=False, handled=False, message=replies.failure)

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from fake_smtp.auth import AUTH_NOT_ENABLED, ENCRYPTION_REQUIRED, cram_md5
+from fake_smtp.logs import logger
 from fake_smtp.policies import Envelope as PolicyEnvelope
 from fake_smtp.protocol import INTERNAL_ERROR, FakeSMTPProtocol, Runtime
-
-log = structlog.get_logger("fake_smtp")
 
 
 class Handler:
@@ -125,7 +123,7 @@ class Handler:
 
     async def handle_exception(self, error: Exception) -> str:
         # No traceback: structlog could render locals, and a local may hold AUTH data.
-        log.error("session error", error_type=type(error).__name__)
+        logger().error("session error", error_type=type(error).__name__)
         return INTERNAL_ERROR
 
 

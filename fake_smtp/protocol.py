@@ -12,11 +12,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from aiosmtpd.smtp import SMTP, Session
 
 from fake_smtp.auth import LOGIN_REQUIRED, Authenticator, AuthReplies, Credentials
 from fake_smtp.faults import FaultPlan
+from fake_smtp.logs import logger
 from fake_smtp.mailbox import Mailbox
 from fake_smtp.policies import Policies, Verdict
 from fake_smtp.xoauth2 import MECHANISM as XOAUTH2
@@ -28,7 +28,6 @@ INTERNAL_ERROR = "451 4.3.0 Error: internal server error"
 # What asyncio's SSL transport tells about the TLS session: the keys aiosmtpd puts in Session.ssl after STARTTLS.
 TLS_INFO_KEYS = ("sslcontext", "peercert", "cipher", "compression", "ssl_object")
 
-log = structlog.get_logger("fake_smtp")
 
 
 @dataclass
@@ -82,7 +81,7 @@ class FakeSMTPProtocol(SMTP):
         self._runtime = runtime
         self.implicit_tls = implicit_tls
         self._auth_needs_tls = auth_needs_tls
-        self.log: Any = log
+        self.log: Any = logger()
         self._hide_starttls = False
         self.hide_auth = runtime.credentials is None
 
@@ -101,7 +100,7 @@ class FakeSMTPProtocol(SMTP):
         if not first:
             return
         self._runtime.connections.add(self)
-        self.log = log.bind(session=next(self._runtime.session_ids), peer=str(self.session.peer))
+        self.log = logger(session=next(self._runtime.session_ids), peer=str(self.session.peer))
         self.log.info("connect", implicit_tls=self.implicit_tls)
         if self.implicit_tls:
             # aiosmtpd fills Session.ssl only after STARTTLS; this listener was TLS from the first byte.

@@ -21,8 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
 
-import structlog
-
 from fake_smtp.address_rules import AddressRule, AddressRules
 from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
 from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
@@ -31,6 +29,7 @@ from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
 from fake_smtp.handler import Handler
 from fake_smtp.inbox_guard import HostPolicy, InboxToken
+from fake_smtp.logs import logger
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Mailbox, Message
 from fake_smtp.policies import Policies
 from fake_smtp.protocol import FakeSMTPProtocol, Runtime
@@ -48,7 +47,6 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 IDENT = "ESMTP fake-smtp"
 
-log = structlog.get_logger("fake_smtp")
 
 
 class FakeSMTP:
@@ -245,7 +243,7 @@ class FakeSMTP:
             if self._tempdir is not None:
                 shutil.rmtree(self._tempdir, ignore_errors=True)
                 self._tempdir = None
-            log.info("stopped")
+            logger().info("stopped")
 
     def __enter__(self) -> FakeSMTP:
         return self.start()
@@ -311,13 +309,13 @@ class FakeSMTP:
         if self._requested["http"] is not None:
             with self._naming_port("http"):
                 await self._start_http(self._requested["http"])
-        log.info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
+        logger().info("listening", host=self.host, port=self.port, tls_port=self.tls_port,
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
                  ca_pem=None if self.ca_pem is None else str(self.ca_pem),
                  inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes, seed=self.seed,
                  scenario=self.scenario, cert_fault=self.cert_fault)
         if self.exposed:
-            log.warning("listening on a non-loopback address: other machines can reach it",
+            logger().warning("listening on a non-loopback address: other machines can reach it",
                         host=self.host, inbox_token=self.inbox_token_set)
 
     def _protocol(self, starttls_context: ssl.SSLContext | None, *, implicit_tls: bool) -> FakeSMTPProtocol:

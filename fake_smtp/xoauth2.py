@@ -19,9 +19,9 @@ import json
 from base64 import b64decode
 from typing import Literal, get_args
 
-import structlog
 from aiosmtpd.smtp import SMTP, AuthResult
 
+from fake_smtp.logs import logger
 from fake_smtp.scenarios import GMAIL_BAD_CREDENTIALS
 
 Style = Literal["gmail", "microsoft"]
@@ -34,7 +34,6 @@ MICROSOFT_FAILED = "535 5.7.3 Authentication unsuccessful [{hostname}]"
 CANNOT_DECODE = "501 5.5.2 Can't decode base64"
 MAX_TOKEN_LENGTH = 8192  # real access tokens are 1-3 kB; the bound keeps a config mistake visible
 
-log = structlog.get_logger("fake_smtp")
 
 
 class XOAuth2:
@@ -71,7 +70,7 @@ class XOAuth2:
                 return AuthResult(success=False, handled=True)
             blob = response
         success, user = self.check(blob)
-        log.info("auth", user=user, mechanism=MECHANISM, success=success)
+        logger().info("auth", user=user, mechanism=MECHANISM, success=success)
         if success:
             return AuthResult(success=True, auth_data=user)
         if self.style == "microsoft":

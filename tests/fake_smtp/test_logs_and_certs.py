@@ -5,6 +5,8 @@ import ipaddress
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,18 @@ def test_unusable_cert_files_fail_at_start(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_text("not a key")
     with pytest.raises(ssl.SSLError):
         FakeSMTP(tls="starttls", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem").start()
+
+
+def test_the_server_says_nothing_unless_logging_is_configured() -> None:
+    """A test suite or program that starts a FakeSMTP without configuring logging gets no server lines on its
+    stdout (structlog's defaults printed every connect, message and disconnect there)."""
+    code = (
+        "import smtplib\n"
+        "from fake_smtp import FakeSMTP\n"
+        "with FakeSMTP() as srv:\n"
+        "    with smtplib.SMTP(srv.host, srv.port, timeout=5) as smtp:\n"
+        "        smtp.sendmail('a@example.test', ['b@example.test'], b'Subject: x\\r\\n\\r\\nbody\\r\\n')\n"
+        "    assert srv.mailbox.wait_for(1, timeout=5)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout == "" and done.stderr == ""
