@@ -476,6 +476,8 @@ class Explanation:
     facts: dict[str, Any] = field(default_factory=dict)
     inferences: list[str] = field(default_factory=list)
     confirm: dict[str, Any] | None = None
+    family: str | None = None  # the PATTERNS row that matched (not in to_dict: the JSON shape is the issue's)
+    source: str | None = None  # where that message is documented
 
     @property
     def known(self) -> bool:
@@ -507,8 +509,18 @@ def explain_text(text: str, profile: str = DEFAULT_PROFILE) -> list[Explanation]
     return [explain_line(line, profile) for line in split_lines(text)]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(line: str) -> str:
+    """The line as every sink can show it: no control or bidi characters (a terminal's escape sequences),
+    no lone surrogates (which no JSON encoder or log line can write)."""
+    line = line.encode("utf-8", "replace").decode("utf-8")
+    return _CONTROL.sub(" ", line)
+
+
 def explain_line(line: str, profile: str = DEFAULT_PROFILE) -> Explanation:
-    redacted = redact(line[:MAX_LINE_CHARS].strip())
+    redacted = redact(_printable(line[:MAX_LINE_CHARS]).strip())
     unwrapped = unwrap(redacted)
     inner = unwrapped.inner
     facts: dict[str, Any] = {}
@@ -526,8 +538,6 @@ def explain_line(line: str, profile: str = DEFAULT_PROFILE) -> Explanation:
         if match is None or (pattern.when is not None and not pattern.when(match, inner)):
             continue
         facts.update(_facts(match, inner))
-        facts["family"] = pattern.family
-        facts["source"] = pattern.source
         inferences.extend(pattern.inferences)
         if "timeout -1" in inner:
             inferences.append("'timeout -1' means the product set no timeout: a silent server makes it hang.")
@@ -535,7 +545,7 @@ def explain_line(line: str, profile: str = DEFAULT_PROFILE) -> Explanation:
         finding = _finding(pattern.kind, config, facts, inner, profile)
         stage = finding.code.split(".", 1)[0]
         return Explanation(redacted, stage, finding.code, finding.cause, finding.fix, facts, inferences,
-                           _confirm(facts, pattern))
+                           _confirm(facts, pattern), pattern.family, pattern.source)
     return Explanation(redacted, None, None, UNKNOWN_CAUSE, None, facts, inferences, None)
 
 
