@@ -262,7 +262,7 @@ PATTERNS: Final[tuple[Pattern, ...]] = (
     _p("windows-dns-nxdomain", rf"lookup {HOST}: getaddrinfow: No such host is known", DnsKind.NXDOMAIN,
        "gophish/gophish#570"),
     _p("java-unknown-host", rf"UnknownHostException: {HOST}", DnsKind.NXDOMAIN, "jhipster/generator-jhipster#4329"),
-    _p("node-enotfound", rf"getaddrinfo ENOTFOUND {HOST}", DnsKind.NXDOMAIN, "nodemailer/nodemailer issues"),
+    _p("node-enotfound", rf"getaddrinfo ENOTFOUND {HOST}", DnsKind.NXDOMAIN, "Node.js dns (getaddrinfo ENOTFOUND)"),
     _p("go-dns-timeout", rf"lookup {HOST}(?: on (?P<resolver>[0-9A-Fa-f:.\[\]]+?)(?::53)?)?: (?:read udp \S+: )?"
        r"i/o timeout", DnsKind.TIMEOUT, "grafana/grafana#79962; knadh/listmonk#1859",
        "No DNS answer came: the resolver is unreachable from the pod (an egress NetworkPolicy blocking port "

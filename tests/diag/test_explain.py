@@ -341,3 +341,13 @@ def test_a_long_hostile_line_is_cut_and_answered() -> None:
     answer = explain_line("x509: certificate is valid for " + "a," * 50_000 + " not b")
     assert answer.code is None or answer.code == "tls.hostname_mismatch"
     assert len(answer.line) <= 4096
+
+
+def test_docs_explain_lists_every_family_and_product() -> None:
+    from pathlib import Path
+
+    from diag.explain import WRAPPERS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "explain.md").read_text(encoding="utf-8")
+    assert [p.family for p in PATTERNS if f"| `{p.family}` |" not in doc] == []
+    assert [w.product for w in WRAPPERS if f"| {w.product} |" not in doc] == []
