@@ -1,4 +1,4 @@
-"""`smtp-diag check | serve | demo`.
+"""`smtp-diag check | explain | serve | demo`.
 
 Exit codes: 0 the configuration is valid, 1 it is not, 2 a usage error (bad flag or value), 130 Ctrl-C.
 The password never comes from the command line (shell history, `ps`): --password-stdin or --password-env.
@@ -55,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Find out why an SMTP configuration fails, and how to fix it.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,serve,demo}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{check,explain,serve,demo}")
 
     check = commands.add_parser(
         "check",
@@ -80,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--markdown", action="store_true", help="print only a Markdown report (for a ticket)")
     output.add_argument("--log-json", action="store_true", help="emit JSON log lines on stderr")
     check.set_defaults(handler=_check)
+
+    explain = commands.add_parser(
+        "explain",
+        help="explain an SMTP error line from a product's logs",
+        description="Explain SMTP error lines pasted from a product's logs: the stage, the finding, what the "
+        "line says and the check that would confirm it. Lines come from the arguments, else from stdin (a "
+        "pasted block, one answer per non-blank line). Exit 0 when a line was recognised, 1 when none was, "
+        "2 usage error.",
+    )
+    explain.add_argument("lines", nargs="*", metavar="LINE", help="a log line (default: read stdin)")
+    explain.add_argument("--profile", default="generic", help="the client profile to word the fixes for "
+                         "(default: generic)")
+    explain.add_argument("--json", action="store_true", help="print a JSON array, one object per line")
+    explain.set_defaults(handler=_explain)
 
     serve = commands.add_parser("serve", help="run the web service", description="Run the web service.")
     serve.add_argument("--host", default=None, help="address to listen on (default: DIAG_HOST or 127.0.0.1)")
@@ -256,6 +270,46 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
                     stdout.flush()
                     return report
     raise AssertionError("run_events ended without RunFinished")  # pragma: no cover
+
+
+# --- explain ----------------------------------------------------------------------------------------------
+
+
+def _explain(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    from diag.explain import MAX_TEXT_CHARS, ExplainInputError, explain_text
+
+    text = "\n".join(args.lines) if args.lines else stdin.read(MAX_TEXT_CHARS + 1)
+    try:
+        answers = explain_text(text, args.profile)
+    except ExplainInputError as exc:
+        name = "--profile" if exc.field == "profile" else ("LINE" if args.lines else "stdin")
+        raise UsageError(f"{name}: {exc.message}") from None
+    if args.json:
+        import json
+
+        stdout.write(json.dumps([a.to_dict() for a in answers], indent=2, ensure_ascii=False) + "\n")
+    else:
+        stdout.write("\n".join(_explanation_text(a) for a in answers))
+    stdout.flush()
+    return EXIT_VALID if any(a.known for a in answers) else EXIT_INVALID
+
+
+def _explanation_text(answer: Any) -> str:
+    """One answer as plain lines: grep-able, no colour (the line is already free of control characters)."""
+    out = [f"line: {answer.line}"]
+    if answer.known:
+        out.append(f"  stage: {answer.stage}   finding: {answer.code}")
+    out.append(f"  cause: {answer.cause}")
+    if answer.fix:
+        out.append(f"  fix: {answer.fix}")
+    if answer.facts:
+        out.append("  read from the line: " + ", ".join(f"{k}={v}" for k, v in answer.facts.items()))
+    out += [f"  - {inference}" for inference in answer.inferences]
+    if answer.confirm:
+        out.append(f"  confirm with: {answer.confirm['command']}")
+    if answer.source:
+        out.append(f"  (message known from: {answer.source})")
+    return "\n".join(out) + "\n"
 
 
 # --- serve / demo -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from diag.logging import get_logger
-from diag.service import api, page
+from diag.service import api, explain_api, page
 from diag.service.hosts import HostAllowList, default_allowed_hosts
 from diag.service.logs import configure_service_logging
 from diag.service.middleware import AllowedHostsMiddleware, BearerTokenMiddleware, RequestContextMiddleware
@@ -70,6 +70,7 @@ def create_app(
     app = Starlette(
         routes=[
             *api.routes,
+            *explain_api.routes,
             *page.routes(),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

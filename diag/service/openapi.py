@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from diag import __version__
 from diag.config import CONFIG_FIELDS
+from diag.explain import DEFAULT_PROFILE, MAX_LINES, MAX_TEXT_CHARS, PROFILES
 from diag.report import STAGE_NAMES, VERDICTS, Status
 from diag.service.api import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, MAX_HOST_FILTER_LENGTH
 
@@ -117,6 +118,41 @@ SUMMARY: Final = {
         "failed_stage": {"type": ["string", "null"]},
         "finding_code": {"type": ["string", "null"]},
         "duration_ms": {"type": "number"},
+    },
+}
+EXPLANATION: Final = {
+    "type": "object",
+    "description": "One pasted line explained (diag/explain.py); stage and code are null for a line smtp-diag "
+    "does not know.",
+    "required": ["line", "stage", "code", "cause", "fix", "facts", "inferences", "confirm"],
+    "properties": {
+        "line": {"type": "string", "description": "The line as redacted (passwords, AUTH payloads, tokens)."},
+        "stage": {"type": ["string", "null"]},
+        "code": {"type": ["string", "null"], "description": "A finding code of the findings table."},
+        "cause": {"type": "string"},
+        "fix": {"type": ["string", "null"]},
+        "facts": {"type": "object", "description": "What the line says: host, address, port, resolver, "
+                  "reply_code, names (a certificate's), product..."},
+        "inferences": {"type": "array", "items": {"type": "string"}},
+        "confirm": {
+            "type": ["object", "null"],
+            "required": ["config", "command", "missing"],
+            "properties": {
+                "config": {"type": "object", "description": "The fields the line gave, to prefill a diagnosis."},
+                "command": {"type": "string", "description": "The smtp-diag check command that confirms it."},
+                "missing": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+}
+EXPLAIN_REQUEST: Final = {
+    "type": "object",
+    "required": ["text"],
+    "additionalProperties": False,
+    "properties": {
+        "text": {"type": "string", "maxLength": MAX_TEXT_CHARS,
+                 "description": f"Log lines, one answer per non-blank line (at most {MAX_LINES})."},
+        "profile": {"type": "string", "enum": list(PROFILES), "default": DEFAULT_PROFILE},
     },
 }
 ERROR: Final = {
@@ -269,6 +305,32 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/explain": {
+                "post": {
+                    "operationId": "explainLogLines",
+                    "summary": "Explain SMTP error lines pasted from a product's logs (no network: text in, text out).",
+                    "requestBody": {"required": True, "content": _json("ExplainRequest")},
+                    "responses": {
+                        "200": {
+                            "description": "One explanation per non-blank line.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object",
+                                "required": ["recognised", "explanations"],
+                                "properties": {
+                                    "recognised": {"type": "boolean"},
+                                    "explanations": {"type": "array",
+                                                     "items": {"$ref": "#/components/schemas/Explanation"}},
+                                },
+                            }}},
+                        },
+                        "400": _error("The body is not a JSON object."),
+                        "401": UNAUTHORIZED,
+                        "413": _error("The body is larger than the limit (64 KiB)."),
+                        "415": _error("The body is not JSON."),
+                        "422": FIELD_ERROR_RESPONSE,
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",
@@ -298,6 +360,8 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                 "Finding": FINDING,
                 "ReportSummary": SUMMARY,
                 "Error": ERROR,
+                "Explanation": EXPLANATION,
+                "ExplainRequest": EXPLAIN_REQUEST,
                 "FieldErrors": FIELD_ERRORS,
             },
         },

@@ -384,3 +384,36 @@ def test_cancel_stops_a_waiting_run_and_frees_its_slot(browser: Browser, tmp_pat
                 expect(page.locator("#form-error")).to_be_hidden()
             finally:
                 context.close()
+
+
+def test_pasted_log_lines_are_explained_and_one_click_prefills_the_check(page: Page) -> None:
+    """The paste box: each line explained with textContent (markup in a line stays text), the password in a
+    line masked, an unknown line said to be unknown, and "Check this configuration" fills the form."""
+    page.goto("/")
+    page.fill("#explain-text", "\n".join([
+        '2026-12-04T10:00:00Z level=error msg="validate" password=pw-e2e-Planted '
+        'error="dial tcp 10.0.0.5:587: i/o timeout"',
+        "<img src=x onerror=alert(1)> all fine",
+    ]))
+    page.click("#explain-submit")
+    items = page.locator("#explain-results > li")
+    expect(items).to_have_count(2)
+    first = items.nth(0)
+    expect(first).to_have_attribute("data-code", "connect.timeout")
+    expect(first).to_contain_text("connect.timeout")
+    expect(first).to_contain_text("smtp-diag check --host 10.0.0.5 --port 587")
+    expect(first).not_to_contain_text("pw-e2e-Planted")
+    second = items.nth(1)
+    expect(second).to_have_attribute("data-code", "unknown")
+    expect(second).to_contain_text("does not recognise this line")
+    expect(second.locator("img")).to_have_count(0)
+    first.locator(".explain-check").click()
+    expect(page.locator("#host")).to_have_value("10.0.0.5")
+    expect(page.locator("#port")).to_have_value("587")
+    expect(page.locator("#from_email")).to_be_focused()
+
+
+def test_an_empty_paste_says_what_is_missing(page: Page) -> None:
+    page.goto("/")
+    page.click("#explain-submit")
+    expect(page.locator("#explain-error")).to_contain_text("contains no log line")

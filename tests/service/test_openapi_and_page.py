@@ -25,7 +25,9 @@ async def test_openapi_describes_exactly_the_config_schema(tmp_path: Path) -> No
     post = document["paths"]["/api/diagnostics"]["post"]
     assert {"201", "400", "401", "413", "415", "422", "429", "503"} <= set(post["responses"])
     assert "text/event-stream" in post["responses"]["201"]["content"]
-    assert set(document["paths"]) == {"/api/diagnostics", "/api/diagnostics/{report_id}", "/healthz", "/readyz"}
+    assert set(document["paths"]) == {
+        "/api/diagnostics", "/api/diagnostics/{report_id}", "/api/explain", "/healthz", "/readyz"
+    }
 
 
 async def test_page_has_labelled_fields_and_its_own_assets(tmp_path: Path) -> None:

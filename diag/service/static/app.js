@@ -576,6 +576,74 @@
     }
   }
 
+  // --- explain a log line --------------------------------------------------------------------
+  // POST /api/explain; every answer is shown with textContent. "Check this configuration" fills the form
+  // with what the line said (the diagnosis that would confirm it), so one click prepares the check.
+  async function explainLines(event) {
+    event.preventDefault();
+    const box = $("explain-error");
+    box.hidden = true;
+    const list = $("explain-results");
+    list.replaceChildren();
+    const response = await fetch("/api/explain", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...authHeaders() },
+      body: JSON.stringify({ text: $("explain-text").value }),
+    });
+    if (!response.ok) {
+      let message = await errorMessage(response.clone());
+      try {
+        const body = await response.json();
+        if (body.errors) message = body.errors.map((e) => e.message).join("; ");
+      } catch (_) { /* keep the status message */ }
+      box.textContent = message;
+      box.hidden = false;
+      return;
+    }
+    const body = await response.json();
+    for (const answer of body.explanations) list.append(explanationItem(answer));
+  }
+
+  function explanationItem(answer) {
+    const item = el("li", { class: "explain-item", "data-code": answer.code || "unknown" },
+      el("p", { class: "explain-line" }, answer.line));
+    if (answer.code) {
+      item.append(el("p", {}, el("strong", {}, stageLabel(answer.stage)), " ",
+        el("span", { class: "finding-code" }, answer.code)));
+    }
+    item.append(el("p", {}, el("span", { class: "finding-label" }, answer.code ? "Cause: " : ""), answer.cause));
+    if (answer.fix) item.append(el("p", {}, el("span", { class: "finding-label" }, "Fix: "), answer.fix));
+    const facts = Object.entries(answer.facts || {});
+    if (facts.length) {
+      item.append(el("p", { class: "explain-facts" }, el("span", { class: "finding-label" }, "Read from the line: "),
+        facts.map(([k, v]) => k + " " + String(v)).join(", ")));
+    }
+    if (answer.inferences.length) {
+      item.append(el("ul", { class: "explain-inferences" }, ...answer.inferences.map((text) => el("li", {}, text))));
+    }
+    if (answer.confirm) {
+      const button = el("button", { type: "button", class: "explain-check" }, "Check this configuration");
+      button.addEventListener("click", () => prefill(answer.confirm.config));
+      item.append(el("p", {}, button), el("code", { class: "explain-command" }, answer.confirm.command));
+    }
+    return item;
+  }
+
+  // Only the fields the line gave, never a secret (refill is false for those); then the first required
+  // field the line did not give takes the focus, or Validate when it gave them all.
+  function prefill(config) {
+    clearErrors();
+    let missing = null;
+    for (const { name, control, refill } of FIELDS) {
+      const input = $(name);
+      if (!input || !refill || control === "checkbox") continue;
+      const value = config[name];
+      if (value !== undefined && value !== null) input.value = String(value);
+      else if (input.required && !missing) missing = input;
+    }
+    (missing || $("validate")).focus();
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const tokenInput = $("api_token");
     if (tokenInput) tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
@@ -584,6 +652,7 @@
     $("copy-markdown").addEventListener("click", copyMarkdown);
     $("download-json").addEventListener("click", downloadJson);
     $("cancel").addEventListener("click", cancelRun);
+    $("explain-form").addEventListener("submit", explainLines);
     const id = document.body.dataset.reportId;
     if (id) loadStored(id);
   });
