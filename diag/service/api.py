@@ -88,15 +88,14 @@ def wants(request: Request, media_type: str) -> bool:
     return media_type in request.headers.get("accept", "").lower()
 
 
-async def create_diagnostic(request: Request) -> Response:
-    services: Services = request.app.state.services
-    settings = services.settings
+async def json_object(request: Request, limit: int, what: str) -> dict[str, Any] | Response:
+    """The body as a JSON object, or the answer that says why not: 415, 413 or 400, in that order."""
     if not is_json_content_type(request.headers.get("content-type", "")):
-        return error(415, "unsupported_media_type", "Send the configuration as application/json.")
+        return error(415, "unsupported_media_type", f"Send {what} as application/json.")
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_body(request, limit)
     except BodyTooLarge:
-        return error(413, "payload_too_large", f"The body must be at most {settings.max_body_bytes} bytes.")
+        return error(413, "payload_too_large", f"The body must be at most {limit} bytes.")
     except ClientDisconnect:
         return error(400, "client_disconnected", "The request body was not received completely.")
     try:
@@ -105,6 +104,15 @@ async def create_diagnostic(request: Request) -> Response:
         return error(400, "malformed_json", "The body is not valid JSON.")
     if not isinstance(data, dict):
         return error(400, "malformed_json", "The body must be a JSON object.")
+    return data
+
+
+async def create_diagnostic(request: Request) -> Response:
+    services: Services = request.app.state.services
+    settings = services.settings
+    data = await json_object(request, settings.max_body_bytes, "the configuration")
+    if isinstance(data, Response):
+        return data
     try:
         config = parse_config(data)
     except ConfigError as exc:

@@ -9,16 +9,15 @@ answer are already redacted.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from diag.explain import DEFAULT_PROFILE, MAX_TEXT_CHARS, ExplainInputError, explain_text
 from diag.logging import get_logger
-from diag.service.api import BodyTooLarge, error, field_errors, is_json_content_type, read_body
+from diag.service.api import field_errors, json_object
 from diag.service.state import Services
 
 log = get_logger("diag.service")
@@ -29,20 +28,9 @@ FIELDS: Final = frozenset({"text", "profile"})
 async def explain(request: Request) -> Response:
     services: Services = request.app.state.services
     limit = services.settings.max_body_bytes
-    if not is_json_content_type(request.headers.get("content-type", "")):
-        return error(415, "unsupported_media_type", "Send the log lines as application/json.")
-    try:
-        body = await read_body(request, limit)
-    except BodyTooLarge:
-        return error(413, "payload_too_large", f"The body must be at most {limit} bytes.")
-    except ClientDisconnect:
-        return error(400, "client_disconnected", "The request body was not received completely.")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return error(400, "malformed_json", "The body is not valid JSON.")
-    if not isinstance(data, dict):
-        return error(400, "malformed_json", "The body must be a JSON object.")
+    data = await json_object(request, limit, "the log lines")
+    if isinstance(data, Response):
+        return data
     problems = _field_problems(data)
     if problems:
         return field_errors(problems)
