@@ -38,6 +38,7 @@ from diag.fields import (
     encodable,
     row,
 )
+from diag.profiles import Profile, ProfileSpec, profile_of
 from diag.secret import Secret
 
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -151,6 +152,22 @@ class SmtpConfig:
         cli=Cli("--helo-name", "name to send in EHLO (default: localhost, as Go's net/smtp sends)", "server"),
     ))
 
+    # Python callers get `generic` (every knob, today's behaviour); the page and the CLI default to `palette`,
+    # the product their users stand in front of (diag/profiles.py says what each profile models).
+    profile: Profile = field(default=Profile.GENERIC, metadata=row(
+        Choice(Profile), "Diagnose as",
+        "Client profile: which product's form and SMTP client to diagnose as. palette and palette-vertex have "
+        "only that form's fields (no TLS mode, no CA bundle) and behave as its Go client; generic has every "
+        "setting.",
+        cli=Cli("--profile", "diagnose as this client: palette (default), palette-vertex, or generic (every "
+                "setting)", "server"),
+        form=Form("select", row="profile", width="grow", options={
+            Profile.PALETTE: "Palette",
+            Profile.PALETTE_VERTEX: "Palette VerteX",
+            Profile.GENERIC: "Generic SMTP client (every setting)",
+        }),
+    ))
+
     def __post_init__(self) -> None:
         # Python callers build configs by hand (the README shows it): take the plain values they naturally
         # write ("none", a str password, a list of DNS servers) and refuse what no stage could use, rather
@@ -161,6 +178,12 @@ class SmtpConfig:
             except ValueError:
                 allowed = ", ".join(m.value for m in TlsMode)
                 raise ValueError(f"tls_mode must be one of: {allowed}; got {str(self.tls_mode)[:40]!r}") from None
+        if not isinstance(self.profile, Profile):
+            try:
+                object.__setattr__(self, "profile", Profile(self.profile))
+            except ValueError:
+                allowed = ", ".join(p.value for p in Profile)
+                raise ValueError(f"profile must be one of: {allowed}; got {str(self.profile)[:40]!r}") from None
         if isinstance(self.password, str):
             object.__setattr__(self, "password", Secret(self.password))
         if not isinstance(self.dns_servers, tuple):
@@ -171,9 +194,15 @@ class SmtpConfig:
         return not self.username and not self.password
 
     @property
+    def client(self) -> ProfileSpec:
+        """The client profile's model: the product's fields and its client's behaviour."""
+        return profile_of(self.profile)
+
+    @property
     def effective_tls_mode(self) -> TlsMode:
-        """What `auto` means for this port: implicit TLS on 465, STARTTLS elsewhere."""
-        if self.tls_mode is TlsMode.AUTO:
+        """What `auto` means for this port: implicit TLS on 465, STARTTLS elsewhere. A product profile has no
+        TLS mode: its client picks by port as `auto` does (and goes plaintext when STARTTLS is not offered)."""
+        if self.tls_mode is TlsMode.AUTO or self.client.is_product:
             return TlsMode.IMPLICIT if self.port == 465 else TlsMode.STARTTLS
         return self.tls_mode
 
