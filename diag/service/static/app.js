@@ -410,6 +410,12 @@
       parts.push(el("p", { class: "verdict-summary" }, failed.summary || ""));
       const main = failed.finding ? [failed.finding] : [];
       for (const finding of main) parts.push(causeAndFix(finding));
+      // Go's own error text, as the product would log it: to match against its container logs.
+      if (failed.product_log) {
+        parts.push(el("p", { class: "verdict-product-log" },
+          el("span", { class: "finding-label" }, "The product's logs would show something like: "),
+          el("code", {}, failed.product_log)));
+      }
     }
     if (warnings.length) {
       const list = el("ul", { class: "verdict-warnings" });
