@@ -65,6 +65,23 @@ class TlsMode(StrEnum):
 # form and the config stage's re-check all follow from the row.
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
+    # First on the form (kw_only lets a defaulted field come first). Python callers get `generic` (every knob,
+    # today's behaviour); the page and the CLI default to `palette`, the product their users stand in front of
+    # (diag/profiles.py says what each profile models).
+    profile: Profile = field(default=Profile.GENERIC, kw_only=True, metadata=row(
+        Choice(Profile), "Diagnose as",
+        "Client profile: which product's form and SMTP client to diagnose as. palette and palette-vertex have "
+        "only that form's fields (no TLS mode, no CA bundle) and behave as its Go client; generic has every "
+        "setting.",
+        people_default=Profile.PALETTE,
+        cli=Cli("--profile", "diagnose as this client: palette (default), palette-vertex, or generic (every "
+                "setting, needed for --tls-mode and --ca-file)", "server"),
+        form=Form("select", row="profile", width="grow", options={
+            Profile.PALETTE: "Palette",
+            Profile.PALETTE_VERTEX: "Palette VerteX",
+            Profile.GENERIC: "Generic SMTP client (every setting)",
+        }),
+    ))
     host: str = field(metadata=row(
         Text(strip=True), "Outgoing Server", "Outgoing server: a host name or IP address, without a port.",
         required=True,
@@ -150,22 +167,6 @@ class SmtpConfig:
         "HELO name",
         "The name to greet with in EHLO; refused unless the operator allows it (DIAG_ALLOW_CUSTOM_HELO).",
         cli=Cli("--helo-name", "name to send in EHLO (default: localhost, as Go's net/smtp sends)", "server"),
-    ))
-
-    # Python callers get `generic` (every knob, today's behaviour); the page and the CLI default to `palette`,
-    # the product their users stand in front of (diag/profiles.py says what each profile models).
-    profile: Profile = field(default=Profile.GENERIC, metadata=row(
-        Choice(Profile), "Diagnose as",
-        "Client profile: which product's form and SMTP client to diagnose as. palette and palette-vertex have "
-        "only that form's fields (no TLS mode, no CA bundle) and behave as its Go client; generic has every "
-        "setting.",
-        cli=Cli("--profile", "diagnose as this client: palette (default), palette-vertex, or generic (every "
-                "setting)", "server"),
-        form=Form("select", row="profile", width="grow", options={
-            Profile.PALETTE: "Palette",
-            Profile.PALETTE_VERTEX: "Palette VerteX",
-            Profile.GENERIC: "Generic SMTP client (every setting)",
-        }),
     ))
 
     def __post_init__(self) -> None:
