@@ -83,3 +83,18 @@ def test_a_run_uses_the_profile_words() -> None:
     assert "CA bundle" in generic[1] and "CA bundle" not in palette[1]
     assert "Insecure Skip TLS Verify" in palette[1]
     assert not SKIP_VERIFY.search(" ".join(_finding(Profile.PALETTE_VERTEX, TlsKind.UNKNOWN_ISSUER, "tls")))
+
+
+def test_docs_quote_every_product_row_as_it_is() -> None:
+    """docs/profiles.md quotes the product rows verbatim, as docs/stages.md quotes the generic ones."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "profiles.md").read_text()
+    stale = [
+        (profile.value, words.key)
+        for profile in (Profile.PALETTE, Profile.PALETTE_VERTEX)
+        for words in PALETTE_WORDS
+        for row in rows_for(profile, words.key) or []
+        if f"| {profile.value} |" not in doc or f"| {row.cause} | {row.fix} |" not in doc
+    ]
+    assert not stale, f"docs/profiles.md is out of date for: {stale}"
