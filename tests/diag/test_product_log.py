@@ -23,6 +23,7 @@ async def test_connection_refused_as_go_dials(refused_port: int) -> None:
     failure = report.first_failure
     assert failure is not None and failure.name == "connect"
     assert failure.product_log == f"dial tcp 127.0.0.1:{refused_port}: connect: connection refused"
+    assert failure.facts["dial_timeout_s"] == 10.0  # gomail's dial timeout, not the config's 5 s
 
 
 async def test_generic_profile_has_no_product_line(refused_port: int) -> None:
