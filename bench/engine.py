@@ -88,8 +88,9 @@ def whole_process(srv: FakeSMTP) -> tuple[float, float] | None:
         return None
     cli = str(Path(sys.executable).with_name("smtp-diag"))
     env = {**os.environ, "BENCH_SMTP_PASSWORD": PASSWORD}
-    ours = [cli, "check", "--host", "localhost", "--port", str(srv.port), "--from-email", "bench@example.com",
-            "--username", USER, "--password-env", "BENCH_SMTP_PASSWORD", "--ca-file", srv.ca_pem, "--json"]
+    ours = [cli, "check", "--profile", "generic", "--host", "localhost", "--port", str(srv.port),
+            "--from-email", "bench@example.com", "--username", USER, "--password-env", "BENCH_SMTP_PASSWORD",
+            "--ca-file", srv.ca_pem, "--json"]
     theirs = [swaks, "--server", f"localhost:{srv.port}", "--tls", "--tls-verify", "--tls-ca-path", srv.ca_pem,
               "--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD, "--from", "bench@example.com",
               "--to", "nobody@example.com", "--quit-after", "FROM", "--silent", "2"]

@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "2 usage error.",
     )
     explain.add_argument("lines", nargs="*", metavar="LINE", help="a log line (default: read stdin)")
-    explain.add_argument("--profile", default="generic", help="the client profile to word the fixes for "
-                         "(default: generic)")
+    explain.add_argument("--profile", default="palette", help="the client whose words the fixes use: palette "
+                         "(default, as for check), palette-vertex or generic")
     explain.add_argument("--json", action="store_true", help="print a JSON array, one object per line")
     explain.set_defaults(handler=_explain)
 

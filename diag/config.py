@@ -38,6 +38,7 @@ from diag.fields import (
     encodable,
     row,
 )
+from diag.profiles import Profile, ProfileSpec, profile_of
 from diag.secret import Secret
 
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -64,6 +65,23 @@ class TlsMode(StrEnum):
 # form and the config stage's re-check all follow from the row.
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
+    # First on the form (kw_only lets a defaulted field come first). Python callers get `generic` (every knob,
+    # today's behaviour); the page and the CLI default to `palette`, the product their users stand in front of
+    # (diag/profiles.py says what each profile models).
+    profile: Profile = field(default=Profile.GENERIC, kw_only=True, metadata=row(
+        Choice(Profile), "Diagnose as",
+        "Client profile: which product's form and SMTP client to diagnose as. palette and palette-vertex have "
+        "only that form's fields (no TLS mode, no CA bundle) and behave as its Go client; generic has every "
+        "setting.",
+        people_default=Profile.PALETTE,
+        cli=Cli("--profile", "diagnose as this client: palette (default), palette-vertex, or generic (every "
+                "setting, needed for --tls-mode and --ca-file)", "server"),
+        form=Form("select", row="profile", width="grow", options={
+            Profile.PALETTE: "Palette",
+            Profile.PALETTE_VERTEX: "Palette VerteX",
+            Profile.GENERIC: "Generic SMTP client (every setting)",
+        }),
+    ))
     host: str = field(metadata=row(
         Text(strip=True), "Outgoing Server", "Outgoing server: a host name or IP address, without a port.",
         required=True,
@@ -161,6 +179,12 @@ class SmtpConfig:
             except ValueError:
                 allowed = ", ".join(m.value for m in TlsMode)
                 raise ValueError(f"tls_mode must be one of: {allowed}; got {str(self.tls_mode)[:40]!r}") from None
+        if not isinstance(self.profile, Profile):
+            try:
+                object.__setattr__(self, "profile", Profile(self.profile))
+            except ValueError:
+                allowed = ", ".join(p.value for p in Profile)
+                raise ValueError(f"profile must be one of: {allowed}; got {str(self.profile)[:40]!r}") from None
         if isinstance(self.password, str):
             object.__setattr__(self, "password", Secret(self.password))
         if not isinstance(self.dns_servers, tuple):
@@ -171,9 +195,15 @@ class SmtpConfig:
         return not self.username and not self.password
 
     @property
+    def client(self) -> ProfileSpec:
+        """The client profile's model: the product's fields and its client's behaviour."""
+        return profile_of(self.profile)
+
+    @property
     def effective_tls_mode(self) -> TlsMode:
-        """What `auto` means for this port: implicit TLS on 465, STARTTLS elsewhere."""
-        if self.tls_mode is TlsMode.AUTO:
+        """What `auto` means for this port: implicit TLS on 465, STARTTLS elsewhere. A product profile has no
+        TLS mode: its client picks by port as `auto` does (and goes plaintext when STARTTLS is not offered)."""
+        if self.tls_mode is TlsMode.AUTO or self.client.is_product:
             return TlsMode.IMPLICIT if self.port == 465 else TlsMode.STARTTLS
         return self.tls_mode
 

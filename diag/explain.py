@@ -18,6 +18,7 @@ quantifiers, so a hostile paste costs linear time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -39,6 +40,7 @@ from diag.kinds import (
     SendKind,
     TlsKind,
 )
+from diag.profiles import Profile
 from diag.report import Finding
 from diag.secret import MASK
 
@@ -48,7 +50,7 @@ MAX_LINE_CHARS: Final = 4096  # longer lines are cut: the error sits at the star
 DEFAULT_PROFILE: Final = "generic"
 # The profiles that exist today. The product profiles (palette, palette-vertex) arrive with issue 10 item 1
 # as a `profile` field of the config; `_finding` is the one place that will pass it on.
-PROFILES: Final = ("generic",)
+PROFILES: Final = tuple(p.value for p in Profile)
 
 UNKNOWN_CAUSE: Final = (
     "smtp-diag does not recognise this line, so it does not guess what it means. Paste the line with the "
@@ -550,10 +552,9 @@ def explain_line(line: str, profile: str = DEFAULT_PROFILE) -> Explanation:
 
 
 def _finding(kind: Kind, config: SmtpConfig, facts: Mapping[str, Any], inner: str, profile: str) -> Finding:
-    """The table's finding for this kind, worded for `profile`. The seam for product profiles: when the
-    config gains its `profile` field, it is set here and finding_for words the fix in the product's terms."""
-    del profile  # only "generic" exists yet; see PROFILES
-    return finding_for(STAGE_OF[type(kind)], kind, config, facts.get("reply_code"), _detail(facts, inner))
+    """The table's finding for this kind, worded for `profile` (finding_for reads it from the config)."""
+    worded = dataclasses.replace(config, profile=Profile(profile))
+    return finding_for(STAGE_OF[type(kind)], kind, worded, facts.get("reply_code"), _detail(facts, inner))
 
 
 def _detail(facts: Mapping[str, Any], inner: str) -> str:

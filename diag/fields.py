@@ -262,7 +262,7 @@ class Choice(ValueType):
 
     def argparse_options(self, f: Field) -> dict[str, Any]:
         # No argparse `choices`: parse_config's message names the flag like every other field error.
-        return {"default": f.default.value, "metavar": "{" + ",".join(self.values) + "}"}
+        return {"default": f.shown_default.value, "metavar": "{" + ",".join(self.values) + "}"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,12 +394,20 @@ class Field:
     cli: Cli | None = None  # None: not a flag (the password comes from stdin or the environment)
     form: Form | None = None  # None: not on the page
     needs: Needs | None = None
+    # The default where people fill the field in (the page and the CLI) when it differs from a Python
+    # caller's `default` (the profile: palette on the page and the CLI, generic for Python callers).
+    people_default: Any = None
     # Filled from the dataclass field that holds this row.
     name: str = ""
     default: Any = None
 
     def parse(self, raw: Any, bad: Bad) -> Any:
         return self.value.parse(self, raw, bad)
+
+    @property
+    def shown_default(self) -> Any:
+        """The default the page and the CLI start from."""
+        return self.default if self.people_default is None else self.people_default
 
     def json_schema(self) -> dict[str, Any]:
         return {**self.value.json_schema(self), "description": self.description}
@@ -416,7 +424,7 @@ class Field:
             "pair": self.form.pair,
         }
         if isinstance(self.value, Choice):
-            entry["default"] = self.default.value
+            entry["default"] = self.shown_default.value
         return entry
 
 

@@ -31,6 +31,7 @@ from diag.kinds import (
     TlsKind,
     code_of,
 )
+from diag.product_words import words_for
 from diag.report import Finding
 
 
@@ -165,6 +166,12 @@ ROWS: Final[tuple[Row, ...]] = (
         "Implicit TLS (SMTPS) is configured on port {port}, which normally speaks "
         "plaintext SMTP with STARTTLS.",
         TLS_MODES_FIX,
+    ),
+    Row(
+        ConfigKind.NOT_IN_PROFILE,
+        "{reply} is set, but the product's form under this profile has no such setting, so the product cannot "
+        "be configured this way.",
+        "Leave it out to diagnose as the product works, or choose the generic profile to try it with smtp-diag.",
     ),
     # ---- dns ----------------------------------------------------------------------------------------------
     Row(
@@ -436,6 +443,22 @@ ROWS: Final[tuple[Row, ...]] = (
         "otherwise use the provider's submission port (587/465) where AUTH is offered.",
     ),
     Row(
+        AuthKind.UNENCRYPTED_REFUSED,
+        "The connection to {host} is not encrypted (no STARTTLS offered on port {port}), and the product's Go "
+        "client would log in with AUTH PLAIN, which Go refuses over plaintext to any host but localhost "
+        "({reply}): the password is never sent and the product fails.",
+        "Have the mail server's admin enable STARTTLS, or set the Outgoing Port to the server's TLS port "
+        "(587 with STARTTLS, 465 for implicit TLS).",
+    ),
+    Row(
+        AuthKind.USERNAME_IGNORED,
+        "The server offers no AUTH, so the product's Go client sends none: the Username and Password are "
+        "silently ignored and mail goes out unauthenticated, accepted only where the server relays for this "
+        "address.",
+        "If the server relays for the product without login, clear Username and Password (anonymous SMTP); "
+        "otherwise set the Outgoing Port to the server's submission port (587 or 465), where AUTH is offered.",
+    ),
+    Row(
         AuthKind.TLS_REQUIRED,
         "The server refuses AUTH without TLS: {reply}.",
         "Turn on STARTTLS (TLS mode auto or starttls, port 587) or implicit TLS (port 465).",
@@ -664,6 +687,7 @@ def finding_for(
     rows = TABLE[STAGE_OF[type(kind)], kind]  # every kind has a row: tests/diag/test_findings_table.py
     ctx = Context(config, reply_code, detail or "", detect_provider(config.host, detail or ""))
     row = next(r for r in rows if r.when is None or r.when(ctx))
+    cause, fix = words_for(config.profile, row.key, ctx) or (row.cause, row.fix)  # a product's own words
     values = {
         "host": config.host,
         "port": config.port,
@@ -672,7 +696,7 @@ def finding_for(
         "provider": ctx.provider or "",
         "reply": _quote(reply_code, detail),
     }
-    return Finding(code_of(stage, kind), row.cause.format(**values), row.fix.format(**values))
+    return Finding(code_of(stage, kind), cause.format(**values), fix.format(**values))
 
 
 def _quote(reply_code: int | None, detail: str | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from diag.certs import ca_bundle_problem
 from diag.config import FieldError
+from diag.profiles import Profile, profile_field_problems
 from diag.stages.config_check import EMAIL, host_problem
 
 
@@ -48,4 +49,9 @@ def input_problems(data: Mapping[str, Any], *, skip: Collection[str] = ()) -> li
         bundle = ca_bundle_problem(ca_bundle)
         if bundle:
             problems.append(FieldError("ca_bundle", bundle))
+    profile = text("profile")  # a value that is no profile is parse_config's to report
+    if profile in {p.value for p in Profile}:
+        given = {name: value for name, value in data.items() if name not in skip}
+        lacking = profile_field_problems(profile, given)
+        problems.extend(FieldError(name, message) for name, message in lacking.items())
     return problems

@@ -28,6 +28,7 @@ class ConfigKind(StrEnum):
     ANONYMOUS = "anonymous"
     INSECURE_SKIP_VERIFY = "insecure_skip_verify"
     PORT_TLS_MISMATCH = "port_tls_mismatch"
+    NOT_IN_PROFILE = "not_in_profile"  # a setting the product's form lacks (diag/profiles.py)
 
 
 class DnsKind(StrEnum):
@@ -81,6 +82,10 @@ class AuthKind(StrEnum):
     MECHANISM_UNSUPPORTED = "mechanism_unsupported"
     SMTP_AUTH_DISABLED = "smtp_auth_disabled"  # Microsoft 365: 535 5.7.139
     BASIC_AUTH_RETIRED = "basic_auth_retired"  # Microsoft 365: 550 5.7.30
+    # Go profiles (diag/profiles.py): net/smtp's PLAIN refuses a plaintext connection before sending anything,
+    # and gomail sends no AUTH at all when the server offers none.
+    UNENCRYPTED_REFUSED = "unencrypted_refused"
+    USERNAME_IGNORED = "username_ignored"
     TEMPORARY = "temporary"
     FAILED = "failed"
 

@@ -87,7 +87,8 @@ class Probe:
         tls_context: ssl.SSLContext | None = None,
     ) -> Probe:
         """Connect (TCP, then TLS for implicit TLS) and read the greeting, whatever its code."""
-        sock = await open_socket(address, config.port, config.timeout_s)
+        # A Go profile dials as gomail does (10 s), whatever our per-step timeout.
+        sock = await open_socket(address, config.port, config.client.dial_timeout_s or config.timeout_s)
         transcript.note(f"connected to {address}:{config.port}")
         try:
             smtp = aiosmtplib.SMTP(

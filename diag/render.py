@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from diag.product_log import LEAD as PRODUCT_LOG_LEAD
 from diag.report import Finding, Report, StageResult, Status, TranscriptLine
 
 MAX_FACT_CHARS: Final = 200
@@ -220,6 +221,8 @@ def _markdown_problem(s: StageResult) -> list[str]:
             f"**Fix:** {md_inline(finding.fix)}",
             "",
         ]
+    if s.product_log:
+        out += [f"**{PRODUCT_LOG_LEAD}:** {md_code_span(s.product_log)}", ""]
     if s.facts:
         out.append("**Facts:**")
         out.append("")
@@ -250,6 +253,8 @@ def render_summary(report: Report) -> Panel:
     if failure is not None:
         parts.append(Text.assemble(("Failed at ", "bold"), (failure.name, "bold red"), ": ", failure.summary))
         parts += [_cause_and_fix(finding, emphasis="bold red") for finding in failure.findings]
+        if failure.product_log:
+            parts.append(Text.assemble((f"  {PRODUCT_LOG_LEAD}: ", "dim"), failure.product_log))
     else:
         parts.append(Text("Every stage that ran passed.", style="green"))
     warnings = report.warnings

@@ -62,6 +62,8 @@ class StageResult:
     # Further warnings of the same stage (anonymous SMTP and Insecure Skip TLS Verify together, say):
     # `finding` is the one most likely to matter, these follow it.
     additional_findings: tuple[Finding, ...] = ()
+    # For a failure under a Go profile: the error text the product's client would log (diag.product_log).
+    product_log: str | None = None
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -77,6 +79,7 @@ class StageResult:
             "finding": self.finding.to_dict() if self.finding else None,
             "additional_findings": [f.to_dict() for f in self.additional_findings],
             "transcript": [line.to_dict() for line in self.transcript],
+            **({"product_log": self.product_log} if self.product_log else {}),
         }
 
     @classmethod
@@ -90,6 +93,7 @@ class StageResult:
             finding=Finding.from_dict(data["finding"]) if data.get("finding") else None,
             transcript=tuple(TranscriptLine.from_dict(t) for t in data.get("transcript") or ()),
             additional_findings=tuple(Finding.from_dict(f) for f in data.get("additional_findings") or ()),
+            product_log=data.get("product_log") or None,
         )
 
 

@@ -21,6 +21,7 @@ from diag.findings import finding_for
 from diag.kinds import AnyKind
 from diag.logging import LibraryLogger, get_logger
 from diag.policy import EgressPolicy
+from diag.product_log import product_log_line
 from diag.report import Event, Report, RunFinished, StageFinished, StageResult, StageStarted, Status
 from diag.resolver import Resolver
 from diag.server_text import ServerText
@@ -180,6 +181,9 @@ async def _run_stage(
     if outcome.status in (Status.FAILED, Status.WARNING) and outcome.kind is not None:
         finding = finding_for(name, outcome.kind, ctx.config, outcome.reply_code, outcome.detail)
     additional = tuple(finding_for(name, kind, ctx.config, None, text) for kind, text in outcome.also)
+    product_log = None
+    if outcome.status is Status.FAILED and finding is not None:
+        product_log = product_log_line(finding.code, ctx.config, outcome.facts, outcome.reply_code, outcome.detail)
     return StageResult(
         name=name,
         status=outcome.status,
@@ -188,5 +192,6 @@ async def _run_stage(
         facts=outcome.facts,
         finding=finding,
         additional_findings=additional,
+        product_log=product_log,
         transcript=transcript.since(mark),
     )

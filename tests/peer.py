@@ -50,8 +50,9 @@ class Peer:
     `async with` runs it on the caller's loop; `with` runs it on a loop in its own thread (then `call()`
     awaits something on that loop from the caller's thread)."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, *, host: str = LOOPBACK) -> None:
         self.behaviour = behaviour
+        self.host = host  # another loopback address (127.0.0.2) is a host that is not "localhost" to a client
         self.port = 0
         self.connections = 0
         self.open = 0  # connections whose handler is still running
@@ -66,7 +67,7 @@ class Peer:
     # -- on the caller's loop ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, LOOPBACK, 0, limit=READ_LIMIT)
+        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=READ_LIMIT)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -54,7 +54,8 @@ class DemoServers:
         starttls_ca = starttls.ca_pem.read_text()
         implicit_ca = implicit.ca_pem.read_text()
         login = {"username": DEMO_USERNAME, "password": DEMO_PASSWORD}
-        base = {"host": anonymous.host, "from_email": DEMO_FROM}
+        # The presets show every smtp-diag setting (TLS mode, CA bundle) against local servers: the generic profile.
+        base = {"host": anonymous.host, "from_email": DEMO_FROM, "profile": "generic"}
 
         def preset(key: str, label: str, description: str, **config: Any) -> dict[str, Any]:
             return {"key": key, "label": label, "description": description, "config": {**base, **config}}

@@ -62,6 +62,11 @@ STAGE_RESULT: Final = {
             "Insecure Skip TLS Verify together).",
             "items": {"$ref": "#/components/schemas/Finding"},
         },
+        "product_log": {
+            "type": "string",
+            "description": "For a failure under a Go profile (palette, palette-vertex): the error text the "
+            "product's client would log, with this run's host, address, port and reply filled in.",
+        },
         "transcript": {
             "type": "array",
             "items": {

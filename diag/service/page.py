@@ -23,7 +23,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from diag.config import CONFIG_FIELDS
-from diag.fields import Field
+from diag.fields import Choice, Field
+from diag.profiles import Profile, profile_of
 from diag.report import Report, Status
 from diag.service.api import REPORT_ID
 from diag.service.settings import Settings
@@ -75,7 +76,16 @@ def data_json(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c")
 
 
-FIELDS_JSON: Final = data_json([f.page_entry() for f in FORM_FIELDS])
+# Each field with the profiles whose form has it: app.js hides (and does not send) the others; the field
+# that chooses the profile says so, since app.js names no config field.
+FIELDS_JSON: Final = data_json([
+    {
+        **f.page_entry(),
+        "profiles": [p.value for p in Profile if profile_of(p).has_field(f.name)],
+        "chooses_profile": isinstance(f.value, Choice) and f.value.choices is Profile,
+    }
+    for f in FORM_FIELDS
+])
 
 
 async def history(request: Request) -> Response:

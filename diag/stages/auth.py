@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from diag.kinds import AuthKind
+from diag.probe import Probe
+from diag.profiles import go_refuses_plain, gomail_auth_pick
 from diag.stages.base import Outcome, RunContext
 from diag.transport import ProbeError
 
@@ -43,6 +45,8 @@ async def check(ctx: RunContext) -> Outcome:
         more = f"; the server offers AUTH {' '.join(offered)}" if offered else ""
         return Outcome.skipped(f"No credentials configured (anonymous SMTP){more}.", **facts)
     assert config.username is not None and config.password is not None
+    if config.client.go_client:
+        return await _as_gomail(ctx, probe, facts)
     if not offered:
         # Servers hide AUTH until STARTTLS: only then is "TLS required" a fact rather than a guess.
         if not probe.tls_active and "starttls" in probe.extensions:
@@ -81,6 +85,46 @@ async def check(ctx: RunContext) -> Outcome:
         # An advertised mechanism the server then refuses as such (504): try the next, as mail clients do.
         if kind_for_reply(reply.code, reply.text) is not AuthKind.MECHANISM_UNSUPPORTED:
             break
+    return Outcome.failed(
+        f"AUTH {mechanism} as {config.username} was refused: {reply}.",
+        kind_for_reply(reply.code, reply.text),
+        reply=reply,
+        **facts,
+    )
+
+
+async def _as_gomail(ctx: RunContext, probe: Probe, facts: dict[str, Any]) -> Outcome:
+    """AUTH as the product's Go client does it: gomail's one pick, no fallback, and net/smtp's refusals."""
+    config = ctx.config
+    assert config.username is not None and config.password is not None
+    mechanism = gomail_auth_pick(probe.auth_mechanisms)
+    if mechanism is None:
+        return Outcome.warning(
+            f"The server offers no AUTH, so the product's client sends none: the username {config.username} is "
+            "silently ignored and mail goes out unauthenticated.",
+            AuthKind.USERNAME_IGNORED,
+            **facts,
+        )
+    facts["auth_mechanism_used"] = mechanism
+    if mechanism == "PLAIN" and go_refuses_plain(config.host, probe.tls_active):
+        ctx.transcript.note("AUTH PLAIN not sent: Go's net/smtp refuses it over a plaintext connection")
+        return Outcome.failed(
+            "The product's client would pick AUTH PLAIN over a plaintext connection, which Go's net/smtp refuses "
+            "(\"unencrypted connection\"): the password is never sent and the product fails. smtp-diag did not "
+            "send it either.",
+            AuthKind.UNENCRYPTED_REFUSED,
+            detail="unencrypted connection",
+            **facts,
+        )
+    try:
+        reply = await probe.auth(mechanism, config.username, config.password.reveal())
+    except ProbeError as error:
+        return Outcome.failed(
+            f"AUTH {mechanism} failed: {error.message}.", error.finding_kind, detail=error.message, **facts
+        )
+    facts["auth_reply"] = str(reply)
+    if reply.code == 235:
+        return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}, as the product would.", **facts)
     return Outcome.failed(
         f"AUTH {mechanism} as {config.username} was refused: {reply}.",
         kind_for_reply(reply.code, reply.text),

@@ -15,6 +15,7 @@ from diag.certs import ca_bundle_problem
 from diag.config import CONFIG_FIELDS, FIELDS_BY_NAME, SmtpConfig, TlsMode
 from diag.fields import FORBIDDEN_CHARACTERS, Text
 from diag.kinds import ConfigKind, Kind
+from diag.profiles import profile_field_problems
 from diag.secret import Secret
 from diag.stages.base import Outcome, RunContext
 
@@ -55,6 +56,7 @@ def host_problem(host: str) -> str | None:
 async def check(ctx: RunContext) -> Outcome:
     config = ctx.config
     facts: dict[str, Any] = {
+        "profile": config.profile.value,
         "anonymous": config.anonymous,
         "tls_mode": config.tls_mode.value,
         "effective_tls_mode": config.effective_tls_mode.value,
@@ -104,6 +106,11 @@ def _failure(config: SmtpConfig) -> tuple[ConfigKind, str, str] | None:
                 f.name,
                 f"The {f.name} field contains CR, LF or NUL characters; nothing was sent.",
             )
+    # A setting the product's form lacks would make the verdict one the product can never reach.
+    lacking = profile_field_problems(config.profile, {f.name: getattr(config, f.name) for f in CONFIG_FIELDS})
+    if lacking:
+        name, message = next(iter(lacking.items()))
+        return (ConfigKind.NOT_IN_PROFILE, FIELDS_BY_NAME[name].label, f"{FIELDS_BY_NAME[name].label} {message}.")
     problem = host_problem(config.host)
     if problem:
         return (ConfigKind.INVALID_HOST, repr(config.host)[:100], f"Outgoing server {config.host!r:.100}: {problem}.")

@@ -50,6 +50,8 @@ async def check(ctx: RunContext) -> Outcome:
     implicit = config.effective_tls_mode is TlsMode.IMPLICIT
     attempts: dict[str, str] = {}
     facts: dict[str, Any] = {"attempts": attempts, "implicit_tls": implicit}
+    if config.client.dial_timeout_s is not None:
+        facts["dial_timeout_s"] = config.client.dial_timeout_s  # the product's, not our per-step timeout
     errors: dict[ProbeErrorKind, ProbeError] = {}
     for address in ctx.addresses:
         try:
@@ -78,7 +80,7 @@ def _not_connected(ctx: RunContext, errors: dict[ProbeErrorKind, ProbeError], fa
         return Outcome.failed(f"No address of {where} to connect to.", ConnectKind.UNREACHABLE, **facts)
     error = errors[kind]
     summaries: dict[ProbeErrorKind, str] = {
-        "timeout": f"No answer from {where} within {config.timeout_s:g} s ({tried}).",
+        "timeout": f"No answer from {where} within {config.client.dial_timeout_s or config.timeout_s:g} s ({tried}).",
         "refused": f"{where} refused the connection ({tried}).",
         "blocked": f"The connection to {where} was blocked on this machine: {error.message} ({tried}).",
         "unreachable": f"No route to {where}.",

@@ -37,6 +37,15 @@ async def check(ctx: RunContext) -> Outcome:
         return _judge(ctx, probe, "implicit TLS")
 
     if "starttls" not in probe.extensions:
+        if config.client.go_client:
+            # gomail's STARTTLS is opportunistic: the product goes on in plaintext, and the auth stage says what
+            # its client then does with the password (refuses PLAIN, or sends it).
+            return Outcome.warning(
+                "The server does not offer STARTTLS: the product's client goes on in plaintext.",
+                TlsKind.STARTTLS_NOT_OFFERED,
+                tls=False,
+                starttls_offered=False,
+            )
         # Credentials never go in clear; anonymous mail in clear is a warning unless STARTTLS was demanded.
         fatal = not config.anonymous or config.tls_mode is TlsMode.STARTTLS
         judged = Outcome.failed if fatal else Outcome.warning

@@ -62,7 +62,7 @@ def run_cli(
 
 
 def check_args(host: str, port: int, *extra: str) -> list[str]:
-    return ["check", "--host", host, "--port", str(port), "--from-email", "app@example.com",
+    return ["check", "--profile", "generic", "--host", host, "--port", str(port), "--from-email", "app@example.com",
             "--timeout", "5", *extra]  # fmt: skip
 
 
@@ -81,7 +81,8 @@ def run_main(argv: list[str], stdin: str = "", environ: dict[str, str] | None = 
     return code, out.getvalue(), err.getvalue()
 
 
-BASE = ["check", "--host", "smtp.example.com", "--port", "587", "--from-email", "a@example.com"]
+BASE = ["check", "--profile", "generic", "--host", "smtp.example.com", "--port", "587", "--from-email",
+        "a@example.com"]
 
 
 @pytest.mark.parametrize(
@@ -100,6 +101,11 @@ BASE = ["check", "--host", "smtp.example.com", "--port", "587", "--from-email", 
         ([*BASE, "--password-env", "X"], "--password-env"),
         ([*BASE, "--send"], "--send"),
         ([*BASE, "--tls-mode", "ssl"], "--tls-mode"),
+        # The default profile is palette: its form has no TLS mode or CA file.
+        (["check", "--host", "h.example", "--port", "25", "--from-email", "a@b.c", "--tls-mode", "none"], "--tls-mode"),
+        (["check", "--profile", "palette-vertex", "--host", "h.example", "--port", "25", "--from-email", "a@b.c",
+          "--insecure-skip-tls-verify"], "--insecure-skip-tls-verify"),
+        ([*BASE, "--profile", "outlook"], "--profile"),
         ([*BASE, "--timeout", "abc"], "--timeout"),
         ([*BASE, "--timeout", "0"], "--timeout"),
         ([*BASE, "--dns-server", "not-an-ip"], "--dns-server"),

@@ -154,6 +154,25 @@ def test_self_signed_with_ca_bundle_passes_tls(page: Page) -> None:
     expect(page.locator("#verdict")).to_have_attribute("data-verdict", "valid")
 
 
+def test_palette_profile_hides_what_its_form_lacks_and_shows_the_product_log(page: Page) -> None:
+    """Palette is the default; its form has no TLS mode or CA bundle, and a failure carries Go's error text."""
+    page.goto("/")
+    expect(page.locator("#profile")).to_have_value("palette")
+    page.click('[data-preset="starttls-ca"]')  # a demo preset: the generic profile, with a CA bundle
+    expect(page.locator("#ca_bundle")).to_be_visible()
+    page.select_option("#profile", "palette")
+    expect(page.locator("#ca_bundle")).to_be_hidden()
+    expect(page.locator("#tls_mode")).to_be_hidden()
+    page.click("text=Validate configuration")
+    verdict = page.locator("#verdict")
+    expect(verdict).to_have_attribute("data-verdict", "invalid")
+    expect(verdict.locator(".verdict-product-log")).to_contain_text(
+        "The product's logs would show something like: "
+        "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+    )
+    expect(verdict.locator(".verdict-finding").first).not_to_contain_text("CA bundle")
+
+
 def test_field_errors_appear_next_to_the_field(page: Page) -> None:
     page.goto("/")
     page.fill("#host", "127.0.0.1")
@@ -367,6 +386,7 @@ def test_cancel_stops_a_waiting_run_and_frees_its_slot(browser: Browser, tmp_pat
                 page.fill("#host", "127.0.0.1")
                 page.fill("#port", str(peer.port))
                 page.fill("#from_email", "app@demo.example")
+                page.select_option("#profile", "generic")  # the TLS mode is a generic setting
                 page.locator("#advanced").evaluate("el => el.open = true")
                 page.select_option("#tls_mode", "none")
                 page.fill("#timeout_s", "60")

@@ -13,7 +13,7 @@ import pytest
 from fake_smtp import FakeSMTP
 from tests.security import smtp_connections
 
-GOOD = ["--host", "127.0.0.1", "--from-email", "alerts@example.com", "--tls-mode", "none"]
+GOOD = ["--profile", "generic", "--host", "127.0.0.1", "--from-email", "alerts@example.com", "--tls-mode", "none"]
 
 
 def bad_invocations(port: str, tmp: Path) -> dict[str, tuple[list[str], str]]:

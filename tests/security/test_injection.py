@@ -107,7 +107,8 @@ def cli_args(port: int, **values: str) -> tuple[list[str], str]:
         "host": "127.0.0.1", "from_email": FROM, "username": "user", "recipient": "ops@example.net",
         "helo_name": "client.example", **values,
     }  # fmt: skip
-    args = ["--port", str(port), "--tls-mode", "none", "--timeout", "2", "--password-env", PASSWORD_ENV]
+    args = ["--profile", "generic", "--port", str(port), "--tls-mode", "none", "--timeout", "2",
+            "--password-env", PASSWORD_ENV]
     for name, value in fields.items():
         if name != "password":
             args += ["--" + name.replace("_", "-"), value]

@@ -82,8 +82,9 @@ def test_cli_outputs(server: FakeSMTP, json_logs: io.StringIO, output: list[str]
     assert server.ca_pem is not None
     env = {**os.environ, "SMTP_PASSWORD": password, "DIAG_API_TOKEN": TOKEN, "NO_COLOR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "diag.cli", "check", "--host", "localhost", "--port", str(server.port),
-         "--from-email", FROM, "--username", USER, "--password-env", "SMTP_PASSWORD", "--tls-mode", "starttls",
+        [sys.executable, "-m", "diag.cli", "check", "--profile", "generic", "--host", "localhost",
+         "--port", str(server.port), "--from-email", FROM, "--username", USER, "--password-env", "SMTP_PASSWORD",
+         "--tls-mode", "starttls",
          "--ca-file", str(server.ca_pem), "--timeout", "5", *output],
         capture_output=True, text=True, timeout=30, check=False, env=env,
     )  # fmt: skip
@@ -103,7 +104,8 @@ def test_cli_with_a_crashing_stage(server: FakeSMTP, monkeypatch: pytest.MonkeyP
     for output in ([], ["--json"], ["--markdown"], ["--log-json"]):
         stdout, stderr = io.StringIO(), io.StringIO()
         code = cli.main(
-            ["check", "--host", "localhost", "--port", str(server.port), "--from-email", FROM, "--username", USER,
+            ["check", "--profile", "generic", "--host", "localhost", "--port", str(server.port), "--from-email", FROM,
+             "--username", USER,
              "--password-env", "SMTP_PASSWORD", "--tls-mode", "starttls", "--ca-file", str(server.ca_pem), *output],
             stdin=io.StringIO(), stdout=stdout, stderr=stderr,
         )  # fmt: skip

@@ -271,3 +271,20 @@ async def test_a_denied_port_names_the_allowed_ports_and_the_setting(tmp_path: P
     [error] = response.json()["errors"]
     assert error["field"] == "port"
     assert "(25, 587)" in error["message"] and "DIAG_ALLOWED_PORTS" in error["message"]
+
+
+async def test_a_palette_run_carries_the_product_log_line_to_the_api_and_the_stored_page(tmp_path: Path) -> None:
+    """A palette config through the API: the failed stage says what the product's Go client would log, and
+    the stored report's page (without JavaScript) shows it too. Nothing listens on port 1 of loopback."""
+    app = create_app(make_settings(tmp_path))
+    async with api_client(app) as client:
+        response = await client.post("/api/diagnostics", json=config_for(1, profile="palette", tls_mode=None))
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["config"]["profile"] == "palette"
+        connect = next(s for s in body["stages"] if s["name"] == "connect")
+        assert connect["product_log"] == "dial tcp 127.0.0.1:1: connect: connection refused"
+        page = await client.get(f"/diagnostics/{body['id']}")
+        assert "dial tcp 127.0.0.1:1: connect: connection refused" in page.text
+        refused = await client.post("/api/diagnostics", json=config_for(1, profile="palette", tls_mode="none"))
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "tls_mode"

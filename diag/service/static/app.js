@@ -46,11 +46,28 @@
     return FIELDS.some((field) => field.name === name && field.advanced);
   }
 
+  // A product profile has only its form's fields: the others are hidden, and not sent.
+  const PROFILE_FIELD = FIELDS.find((f) => f.chooses_profile);
+
+  function inProfile(field) {
+    const profile = PROFILE_FIELD && $(PROFILE_FIELD.name);
+    return !profile || !field.profiles || field.profiles.includes(profile.value);
+  }
+
+  function applyProfile() {
+    for (const field of FIELDS) {
+      const input = $(field.name);
+      const box = input && input.closest(".field");
+      if (box) box.hidden = !inProfile(field);
+    }
+  }
+
   function collectConfig() {
     const config = {};
-    for (const { name, value: kind } of FIELDS) {
+    for (const field of FIELDS) {
+      const { name, value: kind } = field;
       const input = $(name);
-      if (!input) continue;
+      if (!input || !inProfile(field)) continue;
       if (kind === "flag") {
         if (input.checked) config[name] = true;
       } else if (input.value.trim() !== "") {
@@ -410,6 +427,12 @@
       parts.push(el("p", { class: "verdict-summary" }, failed.summary || ""));
       const main = failed.finding ? [failed.finding] : [];
       for (const finding of main) parts.push(causeAndFix(finding));
+      // Go's own error text, as the product would log it: to match against its container logs.
+      if (failed.product_log) {
+        parts.push(el("p", { class: "verdict-product-log" },
+          el("span", { class: "finding-label" }, "The product's logs would show something like: "),
+          el("code", {}, failed.product_log)));
+      }
     }
     if (warnings.length) {
       const list = el("ul", { class: "verdict-warnings" });
@@ -525,6 +548,7 @@
     }
     // A select always has a value: only a field the preset fills in opens Advanced.
     $("advanced").open = FIELDS.some((f) => f.advanced && f.control !== "select" && preset.config[f.name]);
+    applyProfile();
     for (const other of document.querySelectorAll(".preset")) other.setAttribute("aria-pressed", "false");
     button.setAttribute("aria-pressed", "true");
   }
@@ -574,6 +598,7 @@
       if (control === "checkbox") input.checked = value === true;
       else if (value !== undefined && value !== null) input.value = String(value);
     }
+    applyProfile();
   }
 
   // --- explain a log line --------------------------------------------------------------------
@@ -588,7 +613,10 @@
     const response = await fetch("/api/explain", {
       method: "POST",
       headers: { "Content-Type": "application/json", ...authHeaders() },
-      body: JSON.stringify({ text: $("explain-text").value }),
+      // The fixes come in the words of the client chosen in the form (the product's, by default).
+      body: JSON.stringify(PROFILE_FIELD && $(PROFILE_FIELD.name)
+        ? { text: $("explain-text").value, [PROFILE_FIELD.name]: $(PROFILE_FIELD.name).value }
+        : { text: $("explain-text").value }),
     });
     if (!response.ok) {
       let message = await errorMessage(response.clone());
@@ -649,6 +677,8 @@
     if (tokenInput) tokenInput.value = sessionStorage.getItem(TOKEN_KEY) || "";
     setupPresets();
     $("config-form").addEventListener("submit", validate);
+    if (PROFILE_FIELD) $(PROFILE_FIELD.name).addEventListener("change", applyProfile);
+    applyProfile();
     $("copy-markdown").addEventListener("click", copyMarkdown);
     $("download-json").addEventListener("click", downloadJson);
     $("cancel").addEventListener("click", cancelRun);
