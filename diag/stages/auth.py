@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from diag.config import SmtpConfig
 from diag.kinds import AuthKind
-from diag.probe import Probe
+from diag.probe import Probe, Reply
 from diag.profiles import go_refuses_plain, gomail_auth_pick
 from diag.stages.base import Outcome, RunContext
 from diag.transport import ProbeError
@@ -73,13 +74,10 @@ async def check(ctx: RunContext) -> Outcome:
     for mechanism in common:
         tried.append(mechanism)
         facts["auth_mechanism_used"] = mechanism
-        try:
-            reply = await probe.auth(mechanism, config.username, config.password.reveal())
-        except ProbeError as error:
-            return Outcome.failed(
-                f"AUTH {mechanism} failed: {error.message}.", error.finding_kind, detail=error.message, **facts
-            )
-        facts["auth_reply"] = str(reply)
+        answer = await _login(probe, config, mechanism, facts)
+        if isinstance(answer, Outcome):
+            return answer
+        reply = answer
         if reply.code == 235:
             return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}.", **facts)
         # An advertised mechanism the server then refuses as such (504): try the next, as mail clients do.
@@ -91,6 +89,19 @@ async def check(ctx: RunContext) -> Outcome:
         reply=reply,
         **facts,
     )
+
+
+async def _login(probe: Probe, config: SmtpConfig, mechanism: str, facts: dict[str, Any]) -> Reply | Outcome:
+    """One AUTH exchange: the server's reply (recorded as a fact), or the failed outcome when the session broke."""
+    assert config.username is not None and config.password is not None
+    try:
+        reply = await probe.auth(mechanism, config.username, config.password.reveal())
+    except ProbeError as error:
+        return Outcome.failed(
+            f"AUTH {mechanism} failed: {error.message}.", error.finding_kind, detail=error.message, **facts
+        )
+    facts["auth_reply"] = str(reply)
+    return reply
 
 
 async def _as_gomail(ctx: RunContext, probe: Probe, facts: dict[str, Any]) -> Outcome:
@@ -116,13 +127,9 @@ async def _as_gomail(ctx: RunContext, probe: Probe, facts: dict[str, Any]) -> Ou
             detail="unencrypted connection",
             **facts,
         )
-    try:
-        reply = await probe.auth(mechanism, config.username, config.password.reveal())
-    except ProbeError as error:
-        return Outcome.failed(
-            f"AUTH {mechanism} failed: {error.message}.", error.finding_kind, detail=error.message, **facts
-        )
-    facts["auth_reply"] = str(reply)
+    reply = await _login(probe, config, mechanism, facts)
+    if isinstance(reply, Outcome):
+        return reply
     if reply.code == 235:
         return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}, as the product would.", **facts)
     return Outcome.failed(
