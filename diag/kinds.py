@@ -81,14 +81,20 @@ class AuthKind(StrEnum):
     MECHANISM_UNSUPPORTED = "mechanism_unsupported"
     SMTP_AUTH_DISABLED = "smtp_auth_disabled"  # Microsoft 365: 535 5.7.139
     BASIC_AUTH_RETIRED = "basic_auth_retired"  # Microsoft 365: 550 5.7.30
+    BASIC_AUTH_ENDING = "basic_auth_ending"  # a warning: Microsoft 365 took the password, for now
     TEMPORARY = "temporary"
     FAILED = "failed"
 
 
 class MailFromKind(StrEnum):
+    """What is wrong with the sender or the client sending, whether MAIL FROM or RCPT TO says it (Postfix
+    checks senders and clients at RCPT TO by default)."""
+
     AUTH_REQUIRED = "auth_required"
     TLS_REQUIRED = "tls_required"
     SENDER_REJECTED = "sender_rejected"
+    CLIENT_REJECTED = "client_rejected"  # "Client host rejected": this machine's address, not the sender
+    SEND_AS_UNPROVEN = "send_as_unproven"  # a warning: Microsoft 365 judges Send As only after DATA
     SYNTAX = "syntax"
     TEMPORARY = "temporary"
     REJECTED = "rejected"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from diag.kinds import AuthKind
-from diag.stages.base import Outcome, RunContext
+from diag.stages.base import Outcome, RunContext, server_provider
 from diag.transport import ProbeError
 
 # Our preference, strongest first where it matters: over TLS all three are fine; in clear CRAM-MD5 at
@@ -77,6 +77,14 @@ async def check(ctx: RunContext) -> Outcome:
             )
         facts["auth_reply"] = str(reply)
         if reply.code == 235:
+            if server_provider(ctx) == "microsoft365":
+                # It works today; Microsoft turns basic SMTP AUTH off by default at the end of December 2026.
+                return Outcome.warning(
+                    f"Logged in as {config.username} with AUTH {mechanism} (a password) to Microsoft 365.",
+                    AuthKind.BASIC_AUTH_ENDING,
+                    detail=f"AUTH {mechanism}",
+                    **facts,
+                )
             return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}.", **facts)
         # An advertised mechanism the server then refuses as such (504): try the next, as mail clients do.
         if kind_for_reply(reply.code, reply.text) is not AuthKind.MECHANISM_UNSUPPORTED:
