@@ -253,6 +253,16 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         ConnectKind.UNREACHABLE,
+        "The connection to {host} on port {port} was rejected on the way (the system says \"{reply}\"): "
+        "a firewall between this machine and {host} most likely rejects it (firewalld's default answer, an "
+        "iptables/nftables REJECT rule with icmp-host-prohibited or admin-prohibited), or {host} is down.",
+        "Ask the network team whether a firewall on the way (on the mail server: `firewall-cmd --list-all`; the "
+        "cluster's egress rules; a cloud network ACL) rejects TCP to {host}:{port}, and allow it; check that "
+        "{host} is up. `nc -vz {host} {port}` from here shows the same system error.",
+        lambda c: c.text_has("no route to host"),  # EHOSTUNREACH: ICMP host unreachable or prohibited
+    ),
+    Row(
+        ConnectKind.UNREACHABLE,
         "There is no network route from this machine to {host} ({reply}).",
         "Check this machine's network: default route, IPv6 availability, VPN, and the container's network.",
     ),
