@@ -275,3 +275,51 @@ def _public_key_label(cert: x509.Certificate) -> str:
 
 def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_UNKNOWN_ISSUER_CODES: Final = frozenset(
+    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY}
+)
+_MAX_NAMED_CA_CERTS: Final = 3
+
+
+def ca_file_relation(
+    err: ssl.SSLCertVerificationError, ca_bundle: str | None, leaf_der: bytes | None
+) -> tuple[TlsKind, str] | None:
+    """After OpenSSL found no trusted issuer: how the given CA file relates to the server's certificate, so
+    the fix says what to give instead. OpenSSL's verdict stands; this only reads the file against the leaf.
+
+    - the file holds the leaf's issuer, but that is an intermediate (not self-signed): OpenSSL needs the
+      chain to end at a root, so the root is missing (verify code 2);
+    - nothing in the file issued the leaf: the file has nothing to do with this server (or the server does
+      not send its intermediate; Python 3.11 cannot show the chain to tell these apart).
+    """
+    if ca_bundle is None or leaf_der is None or err.verify_code not in _UNKNOWN_ISSUER_CODES:
+        return None
+    try:
+        leaf = x509.load_der_x509_certificate(leaf_der)
+        given = x509.load_pem_x509_certificates(ca_bundle.encode("ascii"))
+    except ValueError:
+        return None
+    issuer = _short_name(leaf.issuer)
+    issuers = [cert for cert in given if cert.subject == leaf.issuer]
+    if any(not _is_self_signed(cert) for cert in issuers):
+        return TlsKind.CA_FILE_NOT_ROOT, f"the CA file holds {issuer}, which is itself issued by another CA"
+    if issuers:
+        return None
+    held = "; ".join(_short_name(cert.subject) for cert in given[:_MAX_NAMED_CA_CERTS])
+    more = f" and {len(given) - _MAX_NAMED_CA_CERTS} more" if len(given) > _MAX_NAMED_CA_CERTS else ""
+    return TlsKind.CA_FILE_UNRELATED, f"the server's certificate was issued by {issuer}; the CA file holds {held}{more}"
+
+
+def _short_name(name: x509.Name) -> str:
+    """A CA's name as people say it (its CN, else its organisation and unit), cleaned like server text: the
+    finding quotes at most 200 characters, and a full distinguished name would fill them."""
+    parts = [
+        str(attribute.value)
+        for oid in (x509.NameOID.COMMON_NAME, x509.NameOID.ORGANIZATION_NAME, x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+        for attribute in name.get_attributes_for_oid(oid)
+    ]
+    cn = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    text = str(cn[0].value) if cn else ", ".join(parts) or name.rfc4514_string()
+    return _NAME_TEXT.reply(f'"{text[:80]}"')

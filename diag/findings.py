@@ -390,6 +390,48 @@ ROWS: Final[tuple[Row, ...]] = (
         "chain including intermediates. Insecure Skip TLS Verify is only a last resort.",
     ),
     Row(
+        TlsKind.CA_FILE_NOT_ROOT,
+        "The CA file holds the certificate that issued the server's certificate, but that one is an "
+        "intermediate CA, not a root ({reply}): verification must end at a self-signed root CA, so the "
+        "issuing certificate alone is not enough. Insecure Skip TLS Verify hides this, which is why the check "
+        "still continued.",
+        "Turn Insecure Skip TLS Verify off once this is fixed. "
+        "Add the root CA's certificate (the self-signed one at the top of the chain) to the CA bundle; the "
+        "intermediate may stay beside it. The mail server's administrator or the CA has it; `openssl s_client "
+        "-starttls smtp -showcerts -connect {host}:{port}` shows the chain's issuers.",
+        _skip_verify,
+    ),
+    Row(
+        TlsKind.CA_FILE_NOT_ROOT,
+        "The CA file holds the certificate that issued the server's certificate, but that one is an "
+        "intermediate CA, not a root ({reply}): verification must end at a self-signed root CA, so the "
+        "issuing certificate alone is not enough.",
+        "Add the root CA's certificate (the self-signed one at the top of the chain) to the CA bundle; the "
+        "intermediate may stay beside it. The mail server's administrator or the CA has it; `openssl s_client "
+        "-starttls smtp -showcerts -connect {host}:{port}` shows the chain's issuers.",
+    ),
+    Row(
+        TlsKind.CA_FILE_UNRELATED,
+        "The CA file has nothing to do with this server ({reply}): none of its certificates issued the "
+        "server's certificate. Insecure Skip TLS Verify hides this, which is why the check "
+        "still continued.",
+        "Turn Insecure Skip TLS Verify off once this is fixed. "
+        "Give the certificate of the CA that issued this server's certificate (the mail server's administrator "
+        "has it, and `openssl s_client -starttls smtp -showcerts -connect {host}:{port}` shows the chain). If "
+        "the file is the right root, the server does not send its intermediate certificate: configure it to "
+        "send the full chain.",
+        _skip_verify,
+    ),
+    Row(
+        TlsKind.CA_FILE_UNRELATED,
+        "The CA file has nothing to do with this server ({reply}): none of its certificates issued the "
+        "server's certificate.",
+        "Give the certificate of the CA that issued this server's certificate (the mail server's administrator "
+        "has it, and `openssl s_client -starttls smtp -showcerts -connect {host}:{port}` shows the chain). If "
+        "the file is the right root, the server does not send its intermediate certificate: configure it to "
+        "send the full chain.",
+    ),
+    Row(
         TlsKind.HOSTNAME_MISMATCH,
         "The certificate is not valid for the name {host} ({reply}). Insecure Skip TLS "
         "Verify hides this, which is why the check still continued.",

@@ -65,6 +65,8 @@ class TlsKind(StrEnum):
     HANDSHAKE_FAILED = "handshake_failed"
     SELF_SIGNED = "self_signed"
     UNKNOWN_ISSUER = "unknown_issuer"
+    CA_FILE_NOT_ROOT = "ca_file_not_root"  # the CA file holds the issuing intermediate, not a root
+    CA_FILE_UNRELATED = "ca_file_unrelated"  # nothing in the CA file issued the server's certificate
     HOSTNAME_MISMATCH = "hostname_mismatch"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"

@@ -104,6 +104,7 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
     config = ctx.config
     facts: dict[str, Any] = {"tls": True, "tls_how": how}
     obj = probe.ssl_object
+    der = None
     if obj is not None:
         facts.update(certs.connection_facts(obj))
         der = obj.getpeercert(binary_form=True)
@@ -130,6 +131,11 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
             if config.insecure_skip_tls_verify
             else ""
         )
+        # A CA file that did not help: say what it holds against what the server shows.
+        relation = certs.ca_file_relation(error, config.ca_bundle, der)
+        if relation is not None:
+            kind, how_related = relation
+            message = f"{how_related}; {message}"
         return judged(
             f"TLS is up ({how}) but the certificate is not trusted: {message}.{tail}", kind, detail=message, **facts
         )
