@@ -104,7 +104,6 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
     config = ctx.config
     facts: dict[str, Any] = {"tls": True, "tls_how": how}
     obj = probe.ssl_object
-    der = None
     if obj is not None:
         facts.update(certs.connection_facts(obj))
         der = obj.getpeercert(binary_form=True)
@@ -132,7 +131,8 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
             else ""
         )
         # A CA file that did not help: say what it holds against what the server shows.
-        relation = certs.ca_file_relation(error, config.ca_bundle, der)
+        chain = certs.unverified_chain(obj) if obj is not None else None
+        relation = certs.ca_file_relation(error, config.ca_bundle, chain)
         if relation is not None:
             kind, how_related = relation
             message = f"{how_related}; {message}"
