@@ -4,7 +4,9 @@ Python 3.11 cannot hand over an unverified chain, so the tls stage shakes hands 
 (`client_context(verify=True)`), keeping any `ssl.SSLCertVerificationError`, and once without verifying
 (`client_context(verify=False)`) to read the leaf with `getpeercert(binary_form=True)`. This module names the
 failure (`trust_kind`, `handshake_kind`) from OpenSSL's own codes and describes the leaf
-(`describe_certificate`) from the certificate itself, never from guesswork. What OpenSSL decides in the
+(`describe_certificate`) from the certificate itself, never from guesswork. One exception reads the chain the
+server sent (`unverified_chain`, private in 3.11, public from 3.13): only to say how a given CA file relates
+to it (`ca_file_relation`), never to judge trust. What OpenSSL decides in the
 verifying handshake (chain trust, the host name match, the dates) is never decided again here.
 """
 
@@ -275,3 +277,73 @@ def _public_key_label(cert: x509.Certificate) -> str:
 
 def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_UNKNOWN_ISSUER_CODES: Final = frozenset(
+    {X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY}
+)
+_MAX_NAMED_CA_CERTS: Final = 3
+
+
+def unverified_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes] | None:
+    """The certificates the server sent (DER, leaf first), or None where this Python cannot say. Python 3.13
+    makes it public; 3.10-3.12 have the same method on the private _ssl object. Only ca_file_relation reads
+    it, to tell a server that does not send its intermediate from a CA file that has nothing to do with it."""
+    getter = getattr(ssl_object, "get_unverified_chain", None) or getattr(
+        getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None
+    )
+    if getter is None:
+        return None
+    try:
+        chain = getter() or []
+        return [cert if isinstance(cert, bytes) else cert.public_bytes(_ENCODING_DER) for cert in chain]
+    except (AttributeError, TypeError, ValueError, ssl.SSLError):
+        return None
+
+
+_ENCODING_DER: Final = 2  # _ssl.ENCODING_DER
+
+
+def ca_file_relation(
+    err: ssl.SSLCertVerificationError, ca_bundle: str | None, chain_der: list[bytes] | None
+) -> tuple[TlsKind, str] | None:
+    """After OpenSSL found no trusted issuer: how the given CA file relates to what the server sent, so the
+    fix says what to give instead. OpenSSL's verdict stands; this only reads the file against the chain.
+
+    - the file holds the leaf's issuer, but that is an intermediate (not self-signed): OpenSSL needs the
+      chain to end at a root, so the root is missing (verify code 2);
+    - the server sent its intermediate(s) and nothing in the file issued any certificate of that chain: the
+      file has nothing to do with this server. A server that sends only its leaf stays `unknown_issuer`: a
+      missing intermediate and an unrelated file look the same from here.
+    """
+    if ca_bundle is None or not chain_der or err.verify_code not in _UNKNOWN_ISSUER_CODES:
+        return None
+    try:
+        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
+        given = x509.load_pem_x509_certificates(ca_bundle.encode("ascii"))
+    except ValueError:
+        return None
+    leaf = chain[0]
+    issuer = _short_name(leaf.issuer)
+    issuers = [cert for cert in given if cert.subject == leaf.issuer]
+    if any(not _is_self_signed(cert) for cert in issuers):
+        return TlsKind.CA_FILE_NOT_ROOT, f"the CA file holds {issuer}, which is itself issued by another CA"
+    names_in_chain = {cert.issuer for cert in chain} | {cert.subject for cert in chain}
+    if len(chain) < 2 or any(cert.subject in names_in_chain for cert in given):
+        return None
+    held = "; ".join(_short_name(cert.subject) for cert in given[:_MAX_NAMED_CA_CERTS])
+    more = f" and {len(given) - _MAX_NAMED_CA_CERTS} more" if len(given) > _MAX_NAMED_CA_CERTS else ""
+    return TlsKind.CA_FILE_UNRELATED, f"the server's certificate was issued by {issuer}; the CA file holds {held}{more}"
+
+
+def _short_name(name: x509.Name) -> str:
+    """A CA's name as people say it (its CN, else its organisation and unit), cleaned like server text: the
+    finding quotes at most 200 characters, and a full distinguished name would fill them."""
+    parts = [
+        str(attribute.value)
+        for oid in (x509.NameOID.COMMON_NAME, x509.NameOID.ORGANIZATION_NAME, x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+        for attribute in name.get_attributes_for_oid(oid)
+    ]
+    cn = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    text = str(cn[0].value) if cn else ", ".join(parts) or name.rfc4514_string()
+    return _NAME_TEXT.reply(f'"{text[:80]}"')

@@ -72,6 +72,11 @@ def _skip_verify(c: Context) -> bool:
     return c.config.insecure_skip_tls_verify
 
 
+def _probed(c: Context) -> bool:
+    """No test recipient: the rcpt_to stage asked RCPT TO with the From address itself."""
+    return not c.config.recipient
+
+
 PROVIDERS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
     ("gmail", re.compile(r"(^|\.)(gmail|googlemail|google)\.com$|gsmtp", re.I)),
     ("microsoft365", re.compile(r"(^|\.)(office365|outlook)\.com$|protection\.outlook|microsoft", re.I)),
@@ -255,6 +260,16 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         ConnectKind.UNREACHABLE,
+        "The connection to {host} on port {port} was rejected on the way (the system says \"{reply}\"): "
+        "a firewall between this machine and {host} most likely rejects it (firewalld's default answer, an "
+        "iptables/nftables REJECT rule with icmp-host-prohibited or admin-prohibited), or {host} is down.",
+        "Ask the network team whether a firewall on the way (on the mail server: `firewall-cmd --list-all`; the "
+        "cluster's egress rules; a cloud network ACL) rejects TCP to {host}:{port}, and allow it; check that "
+        "{host} is up. `nc -vz {host} {port}` from here shows the same system error.",
+        lambda c: c.text_has("no route to host"),  # EHOSTUNREACH: ICMP host unreachable or prohibited
+    ),
+    Row(
+        ConnectKind.UNREACHABLE,
         "There is no network route from this machine to {host} ({reply}).",
         "Check this machine's network: default route, IPv6 availability, VPN, and the container's network.",
     ),
@@ -380,6 +395,48 @@ ROWS: Final[tuple[Row, ...]] = (
         "typically a private/corporate CA, or a server that does not send its intermediate certificate.",
         "Give the issuing CA's certificate (PEM) as the CA bundle, or configure the server to send the full "
         "chain including intermediates. Insecure Skip TLS Verify is only a last resort.",
+    ),
+    Row(
+        TlsKind.CA_FILE_NOT_ROOT,
+        "The CA file holds the certificate that issued the server's certificate, but that one is an "
+        "intermediate CA, not a root ({reply}): verification must end at a self-signed root CA, so the "
+        "issuing certificate alone is not enough. Insecure Skip TLS Verify hides this, which is why the check "
+        "still continued.",
+        "Turn Insecure Skip TLS Verify off once this is fixed. "
+        "Add the root CA's certificate (the self-signed one at the top of the chain) to the CA bundle; the "
+        "intermediate may stay beside it. The mail server's administrator or the CA has it; `openssl s_client "
+        "-starttls smtp -showcerts -connect {host}:{port}` shows the chain's issuers.",
+        _skip_verify,
+    ),
+    Row(
+        TlsKind.CA_FILE_NOT_ROOT,
+        "The CA file holds the certificate that issued the server's certificate, but that one is an "
+        "intermediate CA, not a root ({reply}): verification must end at a self-signed root CA, so the "
+        "issuing certificate alone is not enough.",
+        "Add the root CA's certificate (the self-signed one at the top of the chain) to the CA bundle; the "
+        "intermediate may stay beside it. The mail server's administrator or the CA has it; `openssl s_client "
+        "-starttls smtp -showcerts -connect {host}:{port}` shows the chain's issuers.",
+    ),
+    Row(
+        TlsKind.CA_FILE_UNRELATED,
+        "The CA file has nothing to do with this server ({reply}): none of its certificates issued the "
+        "server's certificate. Insecure Skip TLS Verify hides this, which is why the check "
+        "still continued.",
+        "Turn Insecure Skip TLS Verify off once this is fixed. "
+        "Give the certificate of the CA that issued this server's certificate (the mail server's administrator "
+        "has it, and `openssl s_client -starttls smtp -showcerts -connect {host}:{port}` shows the chain). If "
+        "the file is the right root, the server does not send its intermediate certificate: configure it to "
+        "send the full chain.",
+        _skip_verify,
+    ),
+    Row(
+        TlsKind.CA_FILE_UNRELATED,
+        "The CA file has nothing to do with this server ({reply}): none of its certificates issued the "
+        "server's certificate.",
+        "Give the certificate of the CA that issued this server's certificate (the mail server's administrator "
+        "has it, and `openssl s_client -starttls smtp -showcerts -connect {host}:{port}` shows the chain). If "
+        "the file is the right root, the server does not send its intermediate certificate: configure it to "
+        "send the full chain.",
     ),
     Row(
         TlsKind.HOSTNAME_MISMATCH,
@@ -531,6 +588,19 @@ ROWS: Final[tuple[Row, ...]] = (
         "accepts the product's credentials or address (an Exchange Online connector, an on-premises relay, "
         "or a mail service such as Azure Communication Services or Amazon SES).",
     ),
+    Row(
+        AuthKind.BASIC_AUTH_ENDING,
+        "Microsoft 365 accepted the password of {username} over SMTP ({reply}), but Microsoft turns basic SMTP "
+        "AUTH off by default for existing tenants at the end of December 2026. Admins can turn it back on; its "
+        "final removal is to be announced in 2027, and after it every login gets 550 5.7.30. This configuration "
+        "works today and will stop working without any change on your side.",
+        "Plan for it now: an Exchange admin keeps SMTP AUTH on for the tenant or for {username} (Microsoft 365 "
+        "admin center > Users > Active users > Mail > Manage email apps > Authenticated SMTP; tenant-wide "
+        "Set-TransportConfig -SmtpClientAuthenticationDisabled $false), which lasts only until the removal; or "
+        "set the Outgoing Server to a relay the product's username and password fields can use (an SMTP relay "
+        "service such as Azure Communication Services Email or Amazon SES, or an on-premises relay that "
+        "forwards to Exchange Online through a connector).",
+    ),
     Row(AuthKind.FAILED, "Authentication failed: {reply}.", "Check the credentials and the server's logs."),
     # ---- mail_from ----------------------------------------------------------------------------------------
     Row(
@@ -568,10 +638,33 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         MailFromKind.SENDER_REJECTED,
+        "The server refused the sender {from_email} ({reply}) from this client, which does not log in.",
+        "Set From Email to an address this server accepts from this machine without a login, or enter the "
+        "Username and Password of an account that may send as {from_email}.",
+        lambda c: c.config.anonymous,
+    ),
+    Row(
+        MailFromKind.SENDER_REJECTED,
         "The server refused the sender {from_email} ({reply}): this account is not "
         "allowed to send as that address.",
         "Set From Email to an address the SMTP account owns or may send "
         "as (often the username itself), or ask the mail admin to allow {from_email}.",
+    ),
+    Row(
+        MailFromKind.CLIENT_REJECTED,
+        "The server refuses mail from this machine's address ({reply}), whatever the sender: its policy "
+        "does not list this client.",
+        "Ask the mail server's administrator to allow this machine's address (for Postfix: mynetworks or the "
+        "client access list), or use the server's submission port (587) with a username and password.",
+    ),
+    Row(
+        MailFromKind.SEND_AS_UNPROVEN,
+        "Microsoft 365 accepted MAIL FROM {from_email}, but it decides whether {username} may send as that "
+        "address only after the message itself (554 5.2.252 SendAsDenied at DATA): no check that stops before "
+        "sending can prove it, and the product's first real mail may fail.",
+        "Send a test message (a test recipient and the test message) to prove it, or set From Email to the "
+        "mailbox you log in with ({username}); otherwise an Exchange admin gives {username} Send As on "
+        "{from_email} (Exchange admin center > Mailboxes > {from_email} > Delegation > Send as).",
     ),
     Row(
         MailFromKind.SYNTAX,
@@ -592,10 +685,27 @@ ROWS: Final[tuple[Row, ...]] = (
     # ---- rcpt_to ------------------------------------------------------------------------------------------
     Row(
         RcptToKind.RELAY_DENIED,
+        "No test recipient is set, so smtp-diag asked RCPT TO with the From address {from_email}, and the "
+        "server refused to relay to it ({reply}): it takes mail for other domains only from authenticated or "
+        "allowed clients.",
+        "Use authenticated SMTP (username and password), or ask the admin to allow relaying from this "
+        "machine's address.",
+        _probed,
+    ),
+    Row(
+        RcptToKind.RELAY_DENIED,
         "The server refuses to relay to the test recipient ({reply}): it accepts mail "
         "for other domains only from authenticated or allowed clients.",
         "Use authenticated SMTP (username and password), or ask the admin to allow relaying from this "
         "machine's address.",
+    ),
+    Row(
+        RcptToKind.UNKNOWN_RECIPIENT,
+        "No test recipient is set, so smtp-diag asked RCPT TO with the From address {from_email}, which the "
+        "server does not take as a recipient ({reply}). It refused neither the sender nor this client, but "
+        "only a real recipient proves the envelope.",
+        "Set a test recipient (an address the product will mail) to check the envelope end to end.",
+        _probed,
     ),
     Row(
         RcptToKind.UNKNOWN_RECIPIENT,
@@ -604,8 +714,23 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         RcptToKind.TEMPORARY,
+        "No test recipient is set, so smtp-diag asked RCPT TO with the From address {from_email}, and the "
+        "server refused it for now ({reply}), e.g. greylisting or a rate limit: the envelope is not proven.",
+        "Retry in a few minutes, or set a test recipient to check the envelope with a real one.",
+        _probed,
+    ),
+    Row(
+        RcptToKind.TEMPORARY,
         "The recipient was temporarily refused ({reply}), e.g. greylisting or a rate limit.",
         "Retry in a few minutes; greylisting accepts the retry.",
+    ),
+    Row(
+        RcptToKind.REJECTED,
+        "No test recipient is set, so smtp-diag asked RCPT TO with the From address {from_email}, and the "
+        "server refused it ({reply}) in words that blame neither the sender nor this client: the envelope is "
+        "not proven.",
+        "Read the server's reply, and set a test recipient to check the envelope with a real one.",
+        _probed,
     ),
     Row(RcptToKind.REJECTED, "The server refused the recipient ({reply}).", "See the server's reply."),
     # ---- send ---------------------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ class TlsKind(StrEnum):
     HANDSHAKE_FAILED = "handshake_failed"
     SELF_SIGNED = "self_signed"
     UNKNOWN_ISSUER = "unknown_issuer"
+    CA_FILE_NOT_ROOT = "ca_file_not_root"  # the CA file holds the issuing intermediate, not a root
+    CA_FILE_UNRELATED = "ca_file_unrelated"  # nothing in the CA file issued the server's certificate
     HOSTNAME_MISMATCH = "hostname_mismatch"
     EXPIRED = "expired"
     NOT_YET_VALID = "not_yet_valid"
@@ -86,14 +88,20 @@ class AuthKind(StrEnum):
     # and gomail sends no AUTH at all when the server offers none.
     UNENCRYPTED_REFUSED = "unencrypted_refused"
     USERNAME_IGNORED = "username_ignored"
+    BASIC_AUTH_ENDING = "basic_auth_ending"  # a warning: Microsoft 365 took the password, for now
     TEMPORARY = "temporary"
     FAILED = "failed"
 
 
 class MailFromKind(StrEnum):
+    """What is wrong with the sender or the client sending, whether MAIL FROM or RCPT TO says it (Postfix
+    checks senders and clients at RCPT TO by default)."""
+
     AUTH_REQUIRED = "auth_required"
     TLS_REQUIRED = "tls_required"
     SENDER_REJECTED = "sender_rejected"
+    CLIENT_REJECTED = "client_rejected"  # "Client host rejected": this machine's address, not the sender
+    SEND_AS_UNPROVEN = "send_as_unproven"  # a warning: Microsoft 365 judges Send As only after DATA
     SYNTAX = "syntax"
     TEMPORARY = "temporary"
     REJECTED = "rejected"

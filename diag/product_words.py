@@ -230,6 +230,14 @@ PALETTE_WORDS: Final[tuple[Words, ...]] = (
 )
 
 
+# Kinds a product profile cannot meet, because they need a setting its form lacks (a CA file), and the kind
+# whose words stand for them should a hand-built config reach one anyway.
+WORDED_AS: Final[dict[Kind, Kind]] = {
+    TlsKind.CA_FILE_NOT_ROOT: TlsKind.UNKNOWN_ISSUER,
+    TlsKind.CA_FILE_UNRELATED: TlsKind.UNKNOWN_ISSUER,
+}
+
+
 def _for(profile: Profile) -> dict[tuple[str, Kind], list[Words]]:
     table: dict[tuple[str, Kind], list[Words]] = {}
     for words in PALETTE_WORDS:
@@ -238,6 +246,8 @@ def _for(profile: Profile) -> dict[tuple[str, Kind], list[Words]]:
         if words.only not in (None, profile):
             continue
         table.setdefault(words.key, []).append(words)
+    for kind, stand_in in WORDED_AS.items():
+        table[STAGE_OF[type(kind)], kind] = table[STAGE_OF[type(stand_in)], stand_in]
     return table
 
 

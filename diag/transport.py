@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import ssl
 from typing import Final, Literal
@@ -119,7 +120,9 @@ def map_connect_exception(exc: BaseException, timeout_s: float) -> ProbeError:
     if isinstance(exc, ConnectionRefusedError):
         return ProbeError("refused", "connection refused", cause=exc)
     if isinstance(exc, OSError):
-        said = exc.strerror or str(exc)
+        # The system's own words: asyncio replaces them with "Connect call failed (address)" when the error
+        # arrives after connect() returned (an ICMP reject from a firewall on the way), keeping the errno.
+        said = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
         if exc.errno in BLOCKED_ERRNOS:
             return ProbeError("blocked", said, cause=exc)
         return ProbeError("unreachable" if exc.errno in UNREACHABLE_ERRNOS else "connect_error", said, cause=exc)

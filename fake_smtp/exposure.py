@@ -29,7 +29,7 @@ def exposure_warning(
         return None
     ports = ("port " if len(smtp_ports) == 1 else "ports ") + ", ".join(str(port) for port in smtp_ports)
     who = ("anyone with the login (--username, --password)" if auth == "required"
-           else "anyone who can reach it, no login needed (--auth none),")
+           else f"anyone who can reach it, no login needed (--auth {auth}),")
     lines = [
         f"WARNING: fake-smtp listens on {host}, reachable from other machines.",
         f"SMTP ({ports}): {who} can send mail into it.",

@@ -37,6 +37,7 @@ class Runtime:
     faults: FaultPlan
     mailbox: Mailbox
     credentials: Credentials | None  # None: anonymous mode, AUTH neither advertised nor accepted
+    require_login: bool  # MAIL, RCPT and DATA refused (530) before a login; False: AUTH is only offered
     require_starttls: bool
     policies: Policies = field(default_factory=Policies)
     auth_replies: AuthReplies = field(default_factory=AuthReplies)
@@ -142,7 +143,7 @@ class FakeSMTPProtocol(SMTP):
     async def transaction_refusal(self, step: str) -> str | None:
         """The reply refusing MAIL, RCPT or DATA: a fault rule's, STARTTLS first, or log in first."""
         reply = await self.apply_faults(step) or self.starttls_refusal()
-        if reply is None and self._runtime.credentials is not None:
+        if reply is None and self._runtime.require_login:
             assert self.session is not None
             reply = None if self.session.authenticated else LOGIN_REQUIRED
         return reply

@@ -37,7 +37,9 @@ from fake_smtp.scenarios import resolve as resolve_scenario
 from fake_smtp.xoauth2 import Style as XOAuth2Style
 from fake_smtp.xoauth2 import XOAuth2
 
-AuthMode = Literal["none", "required"]
+# offered: AUTH is advertised and checked, but mail is taken without it, so the address rules decide (Postfix
+# with its default smtpd_delay_reject=yes refuses an anonymous client only at RCPT TO, in its own words).
+AuthMode = Literal["none", "required", "offered"]
 # implicit-only: a single listener that speaks TLS from the first byte (`port` and `tls_port` are the same).
 TlsMode = Literal["off", "starttls", "implicit", "both", "implicit-only"]
 AUTH_MODES: tuple[str, ...] = get_args(AuthMode)
@@ -107,8 +109,8 @@ class FakeSMTP:
                 raise ValueError("cert_fault needs TLS: tls='starttls', 'implicit', 'both' or 'implicit-only'")
         if require_starttls and tls not in ("starttls", "both"):
             raise ValueError("require_starttls needs tls='starttls' or tls='both'")
-        if auth == "required" and not (username and password):
-            raise ValueError("auth='required' needs a username and a password")
+        if auth != "none" and not (username and password):
+            raise ValueError(f"auth={auth!r} needs a username and a password")
         if xoauth2_token is not None and auth != "required":
             raise ValueError("xoauth2_token needs auth='required' (XOAUTH2 logs in as `username`)")
         if max_size is not None and max_size < 1:
@@ -135,7 +137,8 @@ class FakeSMTP:
         self._runtime = Runtime(
             faults=FaultPlan(faults, seed),
             mailbox=Mailbox(max_messages, None if maildir is None else Path(maildir), max_inbox_bytes),
-            credentials=Credentials(username, password) if auth == "required" else None,
+            credentials=Credentials(username, password) if auth != "none" else None,
+            require_login=auth == "required",
             require_starttls=require_starttls,
             policies=Policies((self._address_rules, *(() if setup is None else setup.policies))),
             xoauth2=None if xoauth2_token is None else XOAuth2(username, xoauth2_token, xoauth2_style),

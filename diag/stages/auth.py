@@ -8,7 +8,7 @@ from diag.config import SmtpConfig
 from diag.kinds import AuthKind
 from diag.probe import Probe, Reply
 from diag.profiles import go_refuses_plain, gomail_auth_pick
-from diag.stages.base import Outcome, RunContext
+from diag.stages.base import Outcome, RunContext, server_provider
 from diag.transport import ProbeError
 
 # Our preference, strongest first where it matters: over TLS all three are fine; in clear CRAM-MD5 at
@@ -79,7 +79,7 @@ async def check(ctx: RunContext) -> Outcome:
             return answer
         reply = answer
         if reply.code == 235:
-            return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}.", **facts)
+            return _logged_in(ctx, mechanism, facts)
         # An advertised mechanism the server then refuses as such (504): try the next, as mail clients do.
         if kind_for_reply(reply.code, reply.text) is not AuthKind.MECHANISM_UNSUPPORTED:
             break
@@ -89,6 +89,16 @@ async def check(ctx: RunContext) -> Outcome:
         reply=reply,
         **facts,
     )
+
+
+def _logged_in(ctx: RunContext, mechanism: str, facts: dict[str, Any], how: str = "") -> Outcome:
+    login = f"Logged in as {ctx.config.username} with AUTH {mechanism}{how}"
+    if server_provider(ctx) == "microsoft365":
+        # It works today; Microsoft turns basic SMTP AUTH off by default at the end of December 2026.
+        return Outcome.warning(
+            f"{login} (a password) to Microsoft 365.", AuthKind.BASIC_AUTH_ENDING, detail=f"AUTH {mechanism}", **facts
+        )
+    return Outcome.passed(f"{login}.", **facts)
 
 
 async def _login(probe: Probe, config: SmtpConfig, mechanism: str, facts: dict[str, Any]) -> Reply | Outcome:
@@ -131,7 +141,7 @@ async def _as_gomail(ctx: RunContext, probe: Probe, facts: dict[str, Any]) -> Ou
     if isinstance(reply, Outcome):
         return reply
     if reply.code == 235:
-        return Outcome.passed(f"Logged in as {config.username} with AUTH {mechanism}, as the product would.", **facts)
+        return _logged_in(ctx, mechanism, facts, ", as the product would")
     return Outcome.failed(
         f"AUTH {mechanism} as {config.username} was refused: {reply}.",
         kind_for_reply(reply.code, reply.text),

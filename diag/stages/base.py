@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diag.config import SmtpConfig
+from diag.findings import detect_provider
 from diag.kinds import Kind
 from diag.report import Status
 from diag.resolver import Resolver
@@ -112,3 +113,10 @@ class RunContext:
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0
+
+
+def server_provider(ctx: RunContext) -> str | None:
+    """The provider by the host name, else by the name and words of the server's greeting (a custom domain
+    CNAMEd to Microsoft 365 still greets as *.outlook.office365.com, "Microsoft ESMTP MAIL Service")."""
+    greeting = ctx.probe.greeting.text if ctx.probe is not None else ""
+    return detect_provider(ctx.config.host, greeting) or detect_provider(greeting.split(" ", 1)[0])

@@ -1,7 +1,9 @@
-"""The envelope stages: MAIL FROM with the configured From, then optionally RCPT TO and a real message.
+"""The envelope stages: MAIL FROM with the configured From, RCPT TO, and optionally a real message.
 
 MAIL FROM always runs: "connection OK" tools that stop before it pass configurations that fail later on
-the sender. Without a test message the transaction is reset (RSET) so nothing is ever sent by accident.
+the sender. RCPT TO always runs too, with the From address itself when no test recipient is set: Postfix
+checks senders and clients only there. Without a test message the transaction is reset (RSET) so nothing
+is ever sent by accident.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Final
 
 from diag.kinds import Kind, MailFromKind, RcptToKind, SendKind
 from diag.probe import Reply
-from diag.stages.base import Outcome, RunContext
+from diag.report import Status
+from diag.stages.base import Outcome, RunContext, server_provider
 from diag.transport import ProbeError
 
 TEST_SUBJECT: Final = "smtp-diag test message"
@@ -26,12 +29,51 @@ def _enhanced(text: str) -> str:
     return first if first[:1].isdigit() and first.count(".") == 2 else ""
 
 
-def mail_from_kind(reply: Reply) -> MailFromKind:
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What the reading of a refusal needs to know about this session."""
+
+    anonymous: bool  # no credentials configured
+    auth_offered: bool  # the server advertises AUTH
+
+    @classmethod
+    def of(cls, ctx: RunContext) -> Client:
+        return cls(ctx.config.anonymous, bool(ctx.probe and ctx.probe.auth_mechanisms))
+
+
+# Postfix's words, which Debian's and most sites' configurations keep; Exim's "relay not permitted".
+NOT_LOGGED_IN: Final = ("not logged in", "authentication required", "must be authenticated", "must authenticate")
+SENDER_WORDS: Final = ("sender address rejected", "not owned by", "send as this sender", "sendasdenied")
+
+
+def sender_or_client_kind(reply: Reply, client: Client) -> MailFromKind | None:
+    """A refusal of the sender or of this client, at whichever step the server says it: Postfix's default
+    smtpd_delay_reject=yes says "Sender address rejected" and "Client host rejected" only at RCPT TO. The
+    reply's words decide before its enhanced code: Postfix gives all of them 5.7.1."""
+    text = reply.text.lower()
     enhanced = _enhanced(reply.text)
-    if (reply.code in (530, 538) and "starttls" in reply.text.lower()) or enhanced == "5.7.11":
+    if (reply.code in (530, 538) and "starttls" in text) or enhanced == "5.7.11":
         return MailFromKind.TLS_REQUIRED
-    if reply.code == 530 or (enhanced in ("5.7.0", "5.7.57") and "auth" in reply.text.lower()):
+    if reply.code == 530 or any(w in text for w in NOT_LOGGED_IN):
         return MailFromKind.AUTH_REQUIRED
+    if enhanced in ("5.7.0", "5.7.57") and "auth" in text:
+        return MailFromKind.AUTH_REQUIRED
+    # Postfix's bare `reject` after permit_sasl_authenticated: "Access denied" to a client that did not log
+    # in where it could have (the usual submission port) wants credentials, not another address.
+    if "access denied" in text and client.anonymous and client.auth_offered and reply.code >= 500:
+        return MailFromKind.AUTH_REQUIRED
+    if "client host rejected" in text and reply.code >= 500:
+        return MailFromKind.CLIENT_REJECTED
+    if any(w in text for w in SENDER_WORDS) and reply.code >= 500:
+        return MailFromKind.SENDER_REJECTED
+    return None
+
+
+def mail_from_kind(reply: Reply, client: Client) -> MailFromKind:
+    known = sender_or_client_kind(reply, client)
+    if known is not None:
+        return known
+    enhanced = _enhanced(reply.text)
     if reply.code in (501, 555) or enhanced == "5.5.4" or enhanced == "5.1.7":
         return MailFromKind.SYNTAX
     if 400 <= reply.code < 500:
@@ -41,7 +83,10 @@ def mail_from_kind(reply: Reply) -> MailFromKind:
     return MailFromKind.REJECTED
 
 
-def rcpt_kind(reply: Reply) -> RcptToKind:
+def rcpt_kind(reply: Reply, client: Client) -> MailFromKind | RcptToKind:
+    known = sender_or_client_kind(reply, client)
+    if known is not None:
+        return known
     text = reply.text.lower()
     enhanced = _enhanced(reply.text)
     if 400 <= reply.code < 500:
@@ -53,13 +98,21 @@ def rcpt_kind(reply: Reply) -> RcptToKind:
     return RcptToKind.REJECTED
 
 
+# What a sender-or-client refusal said at RCPT TO is about, for the stage's summary.
+AT_RCPT: Final[dict[MailFromKind, str]] = {
+    MailFromKind.AUTH_REQUIRED: "this client until it logs in (the sender was {from_email})",
+    MailFromKind.TLS_REQUIRED: "this client until it uses TLS",
+    MailFromKind.CLIENT_REJECTED: "this client's address (the sender was {from_email})",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class AddressCommand:
     """MAIL FROM or RCPT TO: the command, the replies that accept, what a refusal means, and the words."""
 
     verb: str
     accepted: tuple[int, ...]
-    kind_of: Callable[[Reply], Kind]
+    kind_of: Callable[[Reply, Client], Kind]
     role: str  # "sender" / "recipient"
     fact: str  # the fact that names the address
 
@@ -70,20 +123,72 @@ RCPT_TO: Final = AddressCommand("RCPT TO", (250, 251), rcpt_kind, "recipient", "
 
 async def check_mail_from(ctx: RunContext) -> Outcome:
     config = ctx.config
-    # Without a recipient the transaction ends here: reset it, so nothing is ever sent by accident.
-    return await _address_check(ctx, MAIL_FROM, config.from_email, reset=not config.recipient)
+    # The transaction stays open for RCPT TO, which always follows (with the From as recipient when no
+    # test recipient is set) and resets it unless a test message is asked for.
+    outcome = await _address_check(ctx, MAIL_FROM, config.from_email, reset=False)
+    if outcome.status is Status.PASSED and _send_as_unproven(ctx):
+        return Outcome.warning(
+            f"The server accepts {config.from_email} as sender; Microsoft 365 decides whether "
+            f"{config.username} may send as it only after the message (DATA).",
+            MailFromKind.SEND_AS_UNPROVEN,
+            detail=f"From {config.from_email}, login {config.username}",
+            **outcome.facts,
+        )
+    return outcome
+
+
+def _send_as_unproven(ctx: RunContext) -> bool:
+    """Microsoft 365, a From that is not the login, and no test message that would prove it."""
+    config = ctx.config
+    if config.username is None or config.send_test_message:
+        return False
+    if config.username.strip().lower() == config.from_email.strip().lower():
+        return False
+    return server_provider(ctx) == "microsoft365"
 
 
 async def check_rcpt_to(ctx: RunContext) -> Outcome:
     config = ctx.config
-    if not config.recipient:
-        return Outcome.skipped("No test recipient configured.")
-    return await _address_check(ctx, RCPT_TO, config.recipient, reset=not config.send_test_message)
+    if config.recipient:
+        return await _address_check(ctx, RCPT_TO, config.recipient, reset=not config.send_test_message)
+    return await _probe_envelope(ctx)
+
+
+# Refusals of the From as a recipient that say nothing against the sender or the client: servers check
+# the client and the sender before the recipient's own existence, so these leave the envelope unproven.
+INCONCLUSIVE: Final = frozenset({RcptToKind.UNKNOWN_RECIPIENT, RcptToKind.TEMPORARY, RcptToKind.REJECTED})
+
+
+async def _probe_envelope(ctx: RunContext) -> Outcome:
+    """No test recipient: RCPT TO the From address itself, then RSET. Servers that check senders and
+    clients only at RCPT TO (Postfix by default) say here what MAIL FROM did not; nothing is sent."""
+    address = ctx.config.from_email
+    probed = {"recipient_probed": address, "probe": "RCPT TO the From address, then RSET; no DATA"}
+    outcome = await _address_check(ctx, RCPT_TO, address, reset=False)
+    await _reset(ctx)  # also after a refusal: the transaction ends here whatever the answer
+    outcome.facts.update(probed)
+    if outcome.status is Status.PASSED:
+        outcome.summary = (
+            f"No test recipient configured: RCPT TO the From address {address} was accepted, so the server "
+            "takes this sender from this client (nothing was sent)."
+        )
+        return outcome
+    if outcome.kind in INCONCLUSIVE:
+        outcome.status = Status.WARNING
+    asked = f"No test recipient configured, so RCPT TO the From address {address} was asked."
+    outcome.summary = f"{asked} {outcome.summary}"
+    return outcome
 
 
 async def _address_check(ctx: RunContext, command: AddressCommand, address: str, *, reset: bool) -> Outcome:
     refused = f"The server refused the {command.role} {address}"
-    result = await _step(ctx, command.verb, f"{command.verb}:<{address}>", command.accepted, command.kind_of, refused)
+    client = Client.of(ctx)
+    line = f"{command.verb}:<{address}>"
+    result = await _step(ctx, command.verb, line, command.accepted, lambda r: command.kind_of(r, client), refused)
+    if isinstance(result, Outcome) and command is RCPT_TO and isinstance(result.kind, MailFromKind):
+        # Said at RCPT TO, about the sender or this client: the summary says so, not "the recipient".
+        refused = AT_RCPT.get(result.kind, "the sender {from_email}").format(from_email=ctx.config.from_email)
+        result.summary = f"At RCPT TO the server refused {refused}: {result.facts.get('rcpt_to_reply', '')}."
     if isinstance(result, Outcome):
         return result
     if reset:

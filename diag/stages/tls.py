@@ -139,6 +139,12 @@ def _judge(ctx: RunContext, probe: Probe, how: str) -> Outcome:
             if config.insecure_skip_tls_verify
             else ""
         )
+        # A CA file that did not help: say what it holds against what the server shows.
+        chain = certs.unverified_chain(obj) if obj is not None else None
+        relation = certs.ca_file_relation(error, config.ca_bundle, chain)
+        if relation is not None:
+            kind, how_related = relation
+            message = f"{how_related}; {message}"
         return judged(
             f"TLS is up ({how}) but the certificate is not trusted: {message}.{tail}", kind, detail=message, **facts
         )
