@@ -173,18 +173,15 @@ class SmtpConfig:
         # Python callers build configs by hand (the README shows it): take the plain values they naturally
         # write ("none", a str password, a list of DNS servers) and refuse what no stage could use, rather
         # than let a stage crash on it. parse_config has already done this for the CLI and the API.
-        if not isinstance(self.tls_mode, TlsMode):
+        for name, choices in (("tls_mode", TlsMode), ("profile", Profile)):
+            value = getattr(self, name)
+            if isinstance(value, choices):
+                continue
             try:
-                object.__setattr__(self, "tls_mode", TlsMode(self.tls_mode))
+                object.__setattr__(self, name, choices(value))
             except ValueError:
-                allowed = ", ".join(m.value for m in TlsMode)
-                raise ValueError(f"tls_mode must be one of: {allowed}; got {str(self.tls_mode)[:40]!r}") from None
-        if not isinstance(self.profile, Profile):
-            try:
-                object.__setattr__(self, "profile", Profile(self.profile))
-            except ValueError:
-                allowed = ", ".join(p.value for p in Profile)
-                raise ValueError(f"profile must be one of: {allowed}; got {str(self.profile)[:40]!r}") from None
+                allowed = ", ".join(c.value for c in choices)
+                raise ValueError(f"{name} must be one of: {allowed}; got {str(value)[:40]!r}") from None
         if isinstance(self.password, str):
             object.__setattr__(self, "password", Secret(self.password))
         if not isinstance(self.dns_servers, tuple):
