@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install compile run test lint bench browser tools clean
+.PHONY: install compile run test lint bench browser tools postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ tools:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; fi
 
+# The store tests start a real PostgreSQL server of their own (tests/postgres_server.py): Debian's package,
+# installed when initdb is missing (its binaries live in /usr/lib/postgresql/<version>/bin, off PATH).
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -43,7 +50,7 @@ lint: install
 # Chromium per module.
 TEST_WORKERS ?= 4
 
-test: lint browser tools
+test: lint browser tools postgres
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 run: install

@@ -25,7 +25,7 @@ from diag.service.hosts import HostAllowList, default_allowed_hosts
 from diag.service.logs import configure_service_logging
 from diag.service.middleware import AllowedHostsMiddleware, BearerTokenMiddleware, RequestContextMiddleware
 from diag.service.openapi import openapi_document
-from diag.service.settings import Settings
+from diag.service.settings import Settings, SettingsError
 from diag.service.state import Services
 from diag.service.store import ReportStore, SqliteReportStore
 
@@ -40,9 +40,7 @@ def create_app(
     presets: list[dict[str, Any]] | None = None,
 ) -> Starlette:
     if store is None:
-        store = SqliteReportStore(
-            settings.db_path, retention_days=settings.retention_days, max_bytes=settings.store_max_mb * MB
-        )
+        store = store_from_settings(settings)
     services = Services.build(settings, store, presets)
 
     @asynccontextmanager
@@ -88,6 +86,24 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.services = services
     return app
+
+
+def store_from_settings(settings: Settings) -> ReportStore:
+    """PostgreSQL when DIAG_DB_URL is set (replicas share it), else the SQLite file (one machine)."""
+    if settings.db_url is not None:
+        try:
+            from diag.service.pg_store import PostgresReportStore  # psycopg: the [postgres] extra
+        except ImportError:
+            raise SettingsError(
+                "DIAG_DB_URL needs psycopg: install smtp-diag with the postgres extra (smtp-diag[postgres])"
+            ) from None
+        return PostgresReportStore(
+            settings.db_url, retention_days=settings.retention_days,
+            max_bytes=settings.store_max_mb * MB,
+        )
+    return SqliteReportStore(
+        settings.db_path, retention_days=settings.retention_days, max_bytes=settings.store_max_mb * MB
+    )
 
 
 def allowed_hosts(settings: Settings) -> HostAllowList:
