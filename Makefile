@@ -26,8 +26,9 @@ browser:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
 # Clients that are not ours, for the fake server's scenario tests (swaks, curl, openssl s_client) and the
-# engine's blocked-connection test (unshare, ip): Debian packages, installed when missing, as `browser` does.
-TOOLS := swaks:swaks curl:curl openssl:openssl unshare:util-linux ip:iproute2
+# engine's blocked-connection and two-namespace tests (unshare, ip, nft): Debian packages, installed when missing,
+# as `browser` does.
+TOOLS := swaks:swaks curl:curl openssl:openssl unshare:util-linux ip:iproute2 nft:nftables
 tools:
 	@missing=""; for pair in $(TOOLS); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
