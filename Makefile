@@ -42,9 +42,13 @@ postgres:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
 
+# The manifests are checked offline against Kubernetes' schemas (the kustomization has none: its test checks it).
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version 1.30.0 $(K8S_MANIFESTS)
 
 # The suite mostly waits on sockets and timeouts (a serial run uses ~30 s of CPU in ~110 s), so two workers
 # per core keep both cores busy. loadscope keeps a module's tests on one worker: the browser tests share one
