@@ -41,6 +41,7 @@ fi
 
 echo "== image: $IMAGE on $BASE_IMAGE"
 buildah bud --quiet --isolation chroot --format docker --build-arg "BASE=$BASE_IMAGE" --tag "$IMAGE" . >/dev/null
+buildah rmi --prune >/dev/null 2>&1 || true  # the previous build's image, now untagged
 buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$IMAGE"
 
 echo "== smoke: --version"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +29,9 @@ from diag.service.settings import Settings, SettingsError
 from diag.service.state import Services
 from diag.service.store import ReportStore, SqliteReportStore
 
+if TYPE_CHECKING:  # psycopg is the [postgres] extra
+    from diag.service.pg_admission import SharedAdmission
+
 log = get_logger("diag.service")
 MB = 1024 * 1024
 
@@ -41,7 +44,7 @@ def create_app(
 ) -> Starlette:
     if store is None:
         store = store_from_settings(settings)
-    services = Services.build(settings, store, presets)
+    services = Services.build(settings, store, presets, shared_admission=shared_admission_for(settings, store))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -104,6 +107,19 @@ def store_from_settings(settings: Settings) -> ReportStore:
     return SqliteReportStore(
         settings.db_path, retention_days=settings.retention_days, max_bytes=settings.store_max_mb * MB
     )
+
+
+def shared_admission_for(settings: Settings, store: ReportStore) -> SharedAdmission | None:
+    """With PostgreSQL, the rate limits and run slots are counted there, across every replica."""
+    if settings.db_url is None:
+        return None
+    from diag.service.pg_admission import SharedAdmission
+    from diag.service.pg_store import PostgresReportStore
+
+    if not isinstance(store, PostgresReportStore):
+        return None
+    return SharedAdmission(store, max_runs=settings.max_concurrent_runs,
+                           max_runs_per_client=settings.max_runs_per_client, max_run_s=settings.max_run_s)
 
 
 def allowed_hosts(settings: Settings) -> HostAllowList:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 import psycopg
@@ -79,6 +80,24 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TRIGGER reports_size AFTER INSERT OR DELETE OR UPDATE OF body ON reports
         FOR EACH ROW EXECUTE FUNCTION reports_size_track();
     """,
+    # 2: admission shared by the replicas (diag.service.pg_admission): token buckets and runs in flight.
+    """
+    CREATE TABLE rate_buckets (
+        limiter TEXT NOT NULL,
+        key TEXT NOT NULL,
+        tokens DOUBLE PRECISION NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        full_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (limiter, key)
+    );
+    CREATE INDEX rate_buckets_full_at ON rate_buckets (full_at);
+    CREATE TABLE run_slots (
+        id TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX run_slots_expires_at ON run_slots (expires_at);
+    """,
 )
 
 
@@ -131,6 +150,10 @@ class PostgresReportStore:
             "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             "application_name": "smtp-diag",
         }
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[TupleRow]]:
+        """A connection of the pool, for others sharing the database (diag.service.pg_admission)."""
+        return self._connections().connection()
 
     def save(self, report: Report) -> None:
         """Store the report (its transcript bounded), then delete the oldest others while over `max_bytes`."""
