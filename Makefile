@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install compile run test lint bench browser tools clean
+.PHONY: install compile run test lint bench browser tools postgres image-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,25 +26,37 @@ browser:
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
 
 # Clients that are not ours, for the fake server's scenario tests (swaks, curl, openssl s_client) and the
-# engine's blocked-connection and firewall-reject tests (unshare, ip, iptables): Debian packages, installed when
-# missing, as `browser` does.
-TOOLS := swaks:swaks curl:curl openssl:openssl unshare:util-linux ip:iproute2 iptables:iptables
+# engine's blocked-connection, firewall-reject and two-namespace tests (unshare, ip, iptables, nft): Debian
+# packages, installed when missing, as `browser` does.
+TOOLS := swaks:swaks curl:curl openssl:openssl unshare:util-linux ip:iproute2 iptables:iptables nft:nftables
 tools:
 	@missing=""; for pair in $(TOOLS); do command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; fi
 
+# The store tests start a real PostgreSQL server of their own (tests/postgres_server.py): Debian's package,
+# installed when initdb is missing (its binaries live in /usr/lib/postgresql/<version>/bin, off PATH).
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
+
+# The manifests are checked offline against Kubernetes' schemas (the kustomization has none: its test checks it).
+K8S_MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/kubernetes-validate --strict --quiet --kubernetes-version 1.30.0 $(K8S_MANIFESTS)
+	$(BIN)/hadolint Dockerfile
 
 # The suite mostly waits on sockets and timeouts (a serial run uses ~30 s of CPU in ~110 s), so two workers
 # per core keep both cores busy. loadscope keeps a module's tests on one worker: the browser tests share one
 # Chromium per module.
 TEST_WORKERS ?= 4
 
-test: lint browser tools
+test: lint browser tools postgres
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 run: install
@@ -53,5 +65,13 @@ run: install
 bench: install compile
 	$(BIN)/python bench/run_all.py
 
+# The container image, built and smoke-tested here (deploy/image/image-test.sh: debootstrap, buildah, a real
+# check inside it). Not part of `make test`: a first run builds the Debian base (~2-3 minutes, a ~250 MB
+# download), which CI's time budget should not pay on every run. Root only.
+image-test: install
+	@command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap; }
+	deploy/image/image-test.sh
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build

@@ -253,10 +253,11 @@ ROWS: Final[tuple[Row, ...]] = (
     ),
     Row(
         ConnectKind.TIMEOUT,
-        "No answer to the TCP connection on port {port}: packets are silently dropped, "
-        "typically by a firewall between this machine and {host}.",
-        "Ask the network team to allow outbound TCP to {host}:{port} from this machine (check security "
-        "groups, proxies and the container network); test with `nc -vz {host} {port}` from here.",
+        "No answer to the TCP connection on port {port}: it is blocked on the way, its packets silently "
+        "dropped, typically by a firewall between this machine and {host}.",
+        "Ask the network team to allow outbound TCP to {host}:{port} from where this runs: security groups, "
+        "proxies and, in a cluster, its egress rules (the pod's NetworkPolicy, the cluster's egress firewall); "
+        "test with `nc -vz {host} {port}` from there, or run this check in the product's own pod.",
     ),
     Row(
         ConnectKind.UNREACHABLE,

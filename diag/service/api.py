@@ -13,6 +13,7 @@ A run ends when its client leaves: the SSE stream watches for that (sse.py), and
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -35,7 +36,14 @@ from diag.policy import parse_ip_literal
 from diag.render import to_markdown
 from diag.report import VERDICTS, Report, RunFinished
 from diag.runner import run, run_events
-from diag.service.limits import address_key, client_key, recipient_domain_key, retry_after_header, target_host_key
+from diag.service.limits import (
+    Limit,
+    address_key,
+    client_key,
+    recipient_domain_key,
+    retry_after_header,
+    target_host_key,
+)
 from diag.service.sse import EventStreamResponse
 from diag.service.state import Services
 
@@ -135,9 +143,16 @@ async def create_diagnostic(request: Request) -> Response:
 
     client = request_client(request)
     host_key = target_host_key(config.host)
-    refused = admit(services, client, host_key, config)
-    if refused is not None:
-        return refused
+    slot: str | None = None
+    if services.shared_admission is not None:
+        admitted = await admit_shared(services, client, host_key, config)
+        if isinstance(admitted, Response):
+            return admitted
+        slot = admitted
+    else:
+        refused = admit(services, client, host_key, config)
+        if refused is not None:
+            return refused
     run_id = uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(run_id=run_id)
     location = {"Location": f"/api/diagnostics/{run_id}"}
@@ -151,7 +166,10 @@ async def create_diagnostic(request: Request) -> Response:
         return f"the per-server rate limit of this service; retry in {retry_after_header(wait)} s"
 
     def leave() -> None:
-        services.gate.leave(client)
+        if slot is None:
+            services.gate.leave(client)
+        else:  # a stream's end, on the event loop: the slot is given back in a worker thread
+            release_slot_soon(services, slot)
 
     if wants(request, "text/event-stream"):
         return EventStreamResponse(
@@ -160,7 +178,12 @@ async def create_diagnostic(request: Request) -> Response:
     try:
         report = await until_disconnect(request, lambda: run_to_report(services, config, run_id, admit_addresses))
     finally:
-        leave()
+        shared = services.shared_admission
+        if slot is None or shared is None:
+            leave()
+        else:
+            with anyio.CancelScope(shield=True):  # given back before the answer, even when cancelled
+                await run_in_threadpool(shared.leave, slot)
     if report is None:
         log.info("run_cancelled", reason="client disconnected")
         # Nobody reads this answer; it exists so the ASGI server has one (nginx logs such a request as 499).
@@ -168,31 +191,67 @@ async def create_diagnostic(request: Request) -> Response:
     return JSONResponse(report.to_dict(), status_code=201, headers=location)
 
 
+RATE_LIMITED: Final = {
+    "client": "Too many diagnoses from this client; retry later.",
+    "target": "Too many diagnoses of this server; retry later.",
+    "recipient_domain": "Too many test messages to this recipient domain; retry later.",
+}
+
+
 def admit(services: Services, client: str, host_key: str, config: SmtpConfig) -> Response | None:
     """The rate limits and the caps on runs in flight; tokens are taken only when every check passes."""
-    settings = services.settings
     waits: list[tuple[float | None, str]] = [
-        (services.client_limiter.wait(client), "Too many diagnoses from this client; retry later."),
-        (services.target_limiter.wait(host_key), "Too many diagnoses of this server; retry later."),
+        (services.client_limiter.wait(client), "client"),
+        (services.target_limiter.wait(host_key), "target"),
     ]
-    domain = recipient_domain_key(config.recipient) if config.send_test_message and config.recipient else None
+    domain = recipient_domain(config)
     if domain is not None:
-        waits.append((services.recipient_limiter.wait(domain),
-                      "Too many test messages to this recipient domain; retry later."))
-    for wait, message in waits:
+        waits.append((services.recipient_limiter.wait(domain), "recipient_domain"))
+    for wait, limiter in waits:
         if wait is not None:
-            return error(429, "rate_limited", message, {"Retry-After": retry_after_header(wait)})
+            return error(429, "rate_limited", RATE_LIMITED[limiter], {"Retry-After": retry_after_header(wait)})
     refused = services.gate.try_enter(client)
-    if refused == "client_busy":
-        return error(429, "too_many_runs", f"This client already has {settings.max_runs_per_client} diagnoses "
-                     "running; wait for one to finish.", {"Retry-After": "5"})
     if refused is not None:
-        return error(503, "busy", "Too many diagnoses are running; retry shortly.", {"Retry-After": "5"})
+        return busy(services, refused)
     services.client_limiter.acquire(client)
     services.target_limiter.acquire(host_key)
     if domain is not None:
         services.recipient_limiter.acquire(domain)
     return None
+
+
+async def admit_shared(services: Services, client: str, host_key: str, config: SmtpConfig) -> Response | str:
+    """`admit` across replicas (DIAG_DB_URL): the same limits, counted in PostgreSQL; the slot when admitted."""
+    assert services.shared_admission is not None
+    settings = services.settings
+    limits = [Limit("client", settings.rate_limit_per_client, client),
+              Limit("target", settings.rate_limit_per_target, host_key)]
+    domain = recipient_domain(config)
+    if domain is not None:
+        limits.append(Limit("recipient_domain", settings.rate_limit_per_recipient_domain, domain))
+    admitted = await run_in_threadpool(services.shared_admission.admit, client, limits)
+    if admitted.slot is not None:
+        return admitted.slot
+    if admitted.refused == "rate_limited" and admitted.limiter is not None:
+        return error(429, "rate_limited", RATE_LIMITED[admitted.limiter],
+                     {"Retry-After": retry_after_header(admitted.wait_s)})
+    return busy(services, admitted.refused or "busy")
+
+
+def release_slot_soon(services: Services, slot: str) -> None:
+    assert services.shared_admission is not None
+    asyncio.get_running_loop().run_in_executor(None, services.shared_admission.leave, slot)
+
+
+def recipient_domain(config: SmtpConfig) -> str | None:
+    return recipient_domain_key(config.recipient) if config.send_test_message and config.recipient else None
+
+
+def busy(services: Services, refused: str) -> Response:
+    if refused == "client_busy":
+        return error(429, "too_many_runs", f"This client already has {services.settings.max_runs_per_client} "
+                     "diagnoses running; wait for one to finish.", {"Retry-After": "5"})
+    return error(503, "busy", "Too many diagnoses are running; retry shortly.", {"Retry-After": "5"})
 
 
 async def until_disconnect(request: Request, work: Callable[[], Awaitable[T]]) -> T | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,9 +25,12 @@ from diag.service.hosts import HostAllowList, default_allowed_hosts
 from diag.service.logs import configure_service_logging
 from diag.service.middleware import AllowedHostsMiddleware, BearerTokenMiddleware, RequestContextMiddleware
 from diag.service.openapi import openapi_document
-from diag.service.settings import Settings
+from diag.service.settings import Settings, SettingsError
 from diag.service.state import Services
 from diag.service.store import ReportStore, SqliteReportStore
+
+if TYPE_CHECKING:  # psycopg is the [postgres] extra
+    from diag.service.pg_admission import SharedAdmission
 
 log = get_logger("diag.service")
 MB = 1024 * 1024
@@ -40,10 +43,8 @@ def create_app(
     presets: list[dict[str, Any]] | None = None,
 ) -> Starlette:
     if store is None:
-        store = SqliteReportStore(
-            settings.db_path, retention_days=settings.retention_days, max_bytes=settings.store_max_mb * MB
-        )
-    services = Services.build(settings, store, presets)
+        store = store_from_settings(settings)
+    services = Services.build(settings, store, presets, shared_admission=shared_admission_for(settings, store))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -89,6 +90,37 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.services = services
     return app
+
+
+def store_from_settings(settings: Settings) -> ReportStore:
+    """PostgreSQL when DIAG_DB_URL is set (replicas share it), else the SQLite file (one machine)."""
+    if settings.db_url is not None:
+        try:
+            from diag.service.pg_store import PostgresReportStore  # psycopg: the [postgres] extra
+        except ImportError:
+            raise SettingsError(
+                "DIAG_DB_URL needs psycopg: install smtp-diag with the postgres extra (smtp-diag[postgres])"
+            ) from None
+        return PostgresReportStore(
+            settings.db_url, retention_days=settings.retention_days,
+            max_bytes=settings.store_max_mb * MB,
+        )
+    return SqliteReportStore(
+        settings.db_path, retention_days=settings.retention_days, max_bytes=settings.store_max_mb * MB
+    )
+
+
+def shared_admission_for(settings: Settings, store: ReportStore) -> SharedAdmission | None:
+    """With PostgreSQL, the rate limits and run slots are counted there, across every replica."""
+    if settings.db_url is None:
+        return None
+    from diag.service.pg_admission import SharedAdmission
+    from diag.service.pg_store import PostgresReportStore
+
+    if not isinstance(store, PostgresReportStore):
+        return None
+    return SharedAdmission(store, max_runs=settings.max_concurrent_runs,
+                           max_runs_per_client=settings.max_runs_per_client, max_run_s=settings.max_run_s)
 
 
 def allowed_hosts(settings: Settings) -> HostAllowList:

@@ -83,6 +83,16 @@ class RateLimiter:
             del self._buckets[key]
 
 
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One bucket to take a token from, for admission across replicas (diag.service.pg_admission): the
+    limiter's name, its rate and the key in it."""
+
+    limiter: str
+    rate: Rate
+    key: str
+
+
 def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 

@@ -57,6 +57,8 @@ class Rate:
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_path: Path = DEFAULT_DB_PATH
+    # PostgreSQL instead of the SQLite file, for more than one replica; a Secret (it may hold a password).
+    db_url: Secret | None = None
     retention_days: int = 30
     store_max_mb: int = 512  # the report bodies' total in the store; the oldest go first
     api_token: ApiToken | None = None
@@ -97,6 +99,7 @@ class Settings:
         defaults = cls()
         return cls(
             db_path=get("DIAG_DB_PATH", lambda _n, v: Path(v), defaults.db_path),
+            db_url=get("DIAG_DB_URL", _db_url, None),
             retention_days=get("DIAG_RETENTION_DAYS", _int_range(1, 36500), defaults.retention_days),
             store_max_mb=get("DIAG_STORE_MAX_MB", _int_range(1, 1_000_000), defaults.store_max_mb),
             api_token=get("DIAG_API_TOKEN", _token, None),
@@ -170,6 +173,13 @@ def _token(name: str, raw: str) -> ApiToken:
     if not raw.isprintable() or " " in raw:
         raise SettingsError(f"{name} must be printable characters without spaces")
     return ApiToken(raw)
+
+
+def _db_url(name: str, raw: str) -> Secret:
+    # Never echoed: the URL may hold the database password.
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(f"{name} must be a postgresql:// URL (postgresql://user:password@host:5432/dbname)")
+    return Secret(raw)
 
 
 def _items(raw: str) -> list[str]:

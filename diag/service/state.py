@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diag.policy import EgressPolicy
 from diag.service.limits import RateLimiter, RunGate
 from diag.service.settings import Settings
 from diag.service.store import ReportStore
+
+if TYPE_CHECKING:  # psycopg is the [postgres] extra
+    from diag.service.pg_admission import SharedAdmission
 
 
 @dataclass(slots=True)
@@ -21,9 +24,12 @@ class Services:
     recipient_limiter: RateLimiter  # test messages per recipient domain
     gate: RunGate
     presets: list[dict[str, Any]] = field(default_factory=list)  # demo servers offered on the page
+    # With DIAG_DB_URL: the rate limits and run slots counted across replicas, in place of the two above.
+    shared_admission: SharedAdmission | None = None
 
     @classmethod
-    def build(cls, settings: Settings, store: ReportStore, presets: list[dict[str, Any]] | None = None) -> Services:
+    def build(cls, settings: Settings, store: ReportStore, presets: list[dict[str, Any]] | None = None,
+              shared_admission: SharedAdmission | None = None) -> Services:
         return cls(
             settings=settings,
             store=store,
@@ -37,4 +43,5 @@ class Services:
             recipient_limiter=RateLimiter(settings.rate_limit_per_recipient_domain),
             gate=RunGate(settings.max_concurrent_runs, settings.max_runs_per_client),
             presets=list(presets or []),
+            shared_admission=shared_admission,
         )
