@@ -11,6 +11,7 @@ masked): no stage or sink ever sees it raw.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -85,9 +86,13 @@ class Probe:
         address: str,
         *,
         tls_context: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
     ) -> Probe:
-        """Connect (TCP, then TLS for implicit TLS) and read the greeting, whatever its code."""
-        sock = await open_socket(address, config.port, config.timeout_s)
+        """Connect (TCP, then TLS for implicit TLS) and read the greeting, whatever its code. `sock`, when
+        given, is a connection to `address` already open (the connect stage times the greeting from it);
+        the probe owns it from here and closes it on failure."""
+        if sock is None:
+            sock = await open_socket(address, config.port, config.timeout_s)
         transcript.note(f"connected to {address}:{config.port}")
         try:
             smtp = aiosmtplib.SMTP(
