@@ -16,15 +16,15 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from typing import TYPE_CHECKING, Any, Final
 
 from diag.kinds import TlsKind
 from diag.server_text import ServerText
+
+# cryptography is imported where a certificate is described (or a bad CA bundle explained), not here: a
+# plaintext run needs none of it, and the import costs a `smtp-diag check` ~15 ms of start-up (issue 13).
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h); stable across OpenSSL 1.1 and 3.x.
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: Final = 2
@@ -86,15 +86,28 @@ def ca_bundle_problem(pem: str) -> str | None:
     """Why `pem` is no usable CA bundle, in words for the person who pasted it; None when it is one."""
     if not pem.isascii():
         return "PEM is ASCII text; this has other characters in it"
+    try:  # OpenSSL, which will use it, accepts it: every certificate block parses and there is one at least
+        _load_alone(pem)
+        return None
+    except (ssl.SSLError, ValueError):
+        pass  # say why in words: cryptography tells a damaged block from no block at all
+    from cryptography import x509
+
     try:
         found = x509.load_pem_x509_certificates(pem.encode("ascii"))
     except ValueError:
         return "a -----BEGIN CERTIFICATE----- block in it is not a certificate (cut short or altered?)"
     try:
-        ssl.create_default_context(cadata=pem)
+        _load_alone(pem)
     except (ssl.SSLError, ValueError) as exc:
         return f"OpenSSL cannot use it as trusted certificates ({exc})"
     return None if found else "it has no PEM certificate"
+
+
+def _load_alone(pem: str) -> None:
+    """Load `pem` as trusted certificates into a context of its own, without the system store (which
+    costs ~17 ms of CPU to load and says nothing about the bundle); raises what OpenSSL says."""
+    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem)
 
 
 async def client_context_async(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
@@ -192,6 +205,9 @@ class _ParsedCertificate:
 # per run) took ~9 % of the CPU of a STARTTLS run under load (pyinstrument, 200 runs in flight).
 @functools.lru_cache(maxsize=64)
 def _parsed_certificate(der: bytes) -> _ParsedCertificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     cert = x509.load_der_x509_certificate(der)
     try:
         dns_names, ip_addresses = _subject_alt_names(cert)
@@ -225,6 +241,8 @@ def _described_names(names: list[str]) -> tuple[str, ...]:
 def _subject_alt_names(
     cert: x509.Certificate,
 ) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -239,6 +257,8 @@ def _subject_alt_names(
 
 def _is_self_signed(cert: x509.Certificate) -> bool:
     """Issuer equals subject AND the certificate's signature verifies with its own public key."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
     if cert.issuer != cert.subject:
         return False
     try:
@@ -256,6 +276,9 @@ def _signature_algorithm(cert: x509.Certificate) -> str:
 
 
 def _public_key_label(cert: x509.Certificate) -> str:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
     try:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm):

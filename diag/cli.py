@@ -186,9 +186,12 @@ def _read_file(flag: str, path: str) -> str:
 def _check(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     config = config_from_args(args, stdin=stdin, environ=dict(os.environ))
 
-    from diag.logging import configure_logging
+    from diag.logging import configure_logging, configure_logging_on_first_record
 
-    configure_logging(json=args.log_json, level="info" if args.log_json else "warning", stream=stderr)
+    if args.log_json:
+        configure_logging(json=True, level="info", stream=stderr)
+    else:  # warnings only: most runs log nothing, and then never import structlog (start-up time)
+        configure_logging_on_first_record(json=False, level="warning", stream=stderr)
     report = asyncio.run(_run_and_show(config, args, stdout))
     return EXIT_VALID if report.valid else EXIT_INVALID
 
@@ -214,23 +217,27 @@ class _Waiting:
 
 
 async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: TextIO) -> Any:
-    # Imported here so usage errors and --help stay fast and do not need the engine's dependencies.
-    from rich.console import Console
-    from rich.live import Live
-    from rich.spinner import Spinner
-
+    # Imported here so usage errors and --help stay fast and do not need the engine's dependencies; rich
+    # only for the live view (--json and --markdown write none of it, and start faster without it).
     from diag import render
     from diag.origin import with_origin
     from diag.report import RunFinished, StageFinished, StageStarted
     from diag.runner import run_events
 
     live = not (args.json or args.markdown)
-    console = Console(file=stdout, no_color="NO_COLOR" in os.environ, highlight=False)
+    console: Any = None
+    spinner: Any = contextlib.nullcontext()
     waiting = _Waiting(config.timeout_s)
-    # A spinner with the elapsed seconds on a terminal only: a 20 s silent connect is never a frozen screen,
-    # and a pipe or a file gets no control sequences.
-    spinner = Live(Spinner("dots", text=waiting), console=console, transient=True, refresh_per_second=10) \
-        if live and console.is_terminal else contextlib.nullcontext()
+    if live:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        console = Console(file=stdout, no_color="NO_COLOR" in os.environ, highlight=False)
+        # A spinner with the elapsed seconds on a terminal only: a 20 s silent connect is never a frozen
+        # screen, and a pipe or a file gets no control sequences.
+        if console.is_terminal:
+            spinner = Live(Spinner("dots", text=waiting), console=console, transient=True, refresh_per_second=10)
     with spinner:
         # aclosing: the run's cleanup (its SMTP session) happens here, also when Ctrl-C cancels us mid-run,
         # not later in asyncio's shutdown of leftover generators.
@@ -243,7 +250,7 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
                     console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
                     stdout.flush()  # stages appear as they finish, even through a pipe
                 elif isinstance(event, RunFinished):
-                    if isinstance(spinner, Live):
+                    if hasattr(spinner, "stop"):  # the Live display, on a terminal
                         spinner.stop()
                     report = with_origin(event.report)  # a report pasted in a ticket says where it ran
                     if args.json:
