@@ -51,6 +51,7 @@ class DelayProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> DelayProxy:
         self._thread.start()
@@ -58,10 +59,20 @@ class DelayProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _stop(self) -> None:
+        """Close the listener and every relayed connection still open (a peer that never closed its side):
+        their relays then end on their own."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        relays = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if relays:
+            await asyncio.wait(relays, timeout=5)
 
     async def _start(self) -> asyncio.Server:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -74,6 +85,7 @@ class DelayProxy:
         except OSError:
             client_w.close()
             return
+        self._writers |= {client_w, server_w}
         # The handshake's round trip: nothing crosses before it would have completed.
         opened = asyncio.get_running_loop().time() + self.rtt_s
         heard = [True]  # the client has heard from the server since it last spoke (it speaks after the greeting)
@@ -81,8 +93,8 @@ class DelayProxy:
             asyncio.ensure_future(self._pipe(client_r, server_w, opened, heard, upstream=True)),
             asyncio.ensure_future(self._pipe(server_r, client_w, opened, heard, upstream=False)),
         ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._writers -= {client_w, server_w}
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: float, heard: list[bool],
