@@ -9,7 +9,6 @@ are reported under the flag names people typed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import os
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 from diag import __version__
-from diag.config import CONFIG_FIELDS, ConfigError, SmtpConfig, parse_config
+from diag.config import CONFIG_FIELDS, ConfigError, SmtpConfig, TlsMode, parse_config
 from diag.fields import MAX_CA_BUNDLE_LENGTH, Field
 
 EXIT_VALID: Final = 0
@@ -185,6 +184,13 @@ def _read_file(flag: str, path: str) -> str:
 
 def _check(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     config = config_from_args(args, stdin=stdin, environ=dict(os.environ))
+    if config.effective_tls_mode is not TlsMode.NONE:
+        from diag import certs
+
+        # As early as the CA bundle is known: OpenSSL loads the system store in that thread without the
+        # GIL, on another core, while this one imports asyncio and the engine (start-up time, issue 13).
+        certs.prepare(config.ca_bundle)
+    import asyncio
 
     from diag.logging import configure_logging, configure_logging_on_first_record
 
