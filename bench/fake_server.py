@@ -1,7 +1,12 @@
-"""Messages per second: the fake server (anonymous, plaintext) vs bare aiosmtpd with a Sink handler.
+"""Messages per second: the fake server (anonymous, plaintext) vs bare aiosmtpd with a Sink handler, and
+vs maildev (npm), a peer written for the same job (issue 13).
 
-Same run, same client: N messages sent with aiosmtplib, one connection per message, a few connections at a
-time. Each round measures both servers (order alternating); prints the medians and the ratio fake/bare.
+Same run, same client, same messages: N messages sent with aiosmtplib, a few connections at a time, in two
+modes: a new connection per message, and each connection reused for its share of the messages. Each round
+measures every server (order rotating); prints the medians and the ratios fake/bare and fake/maildev.
+
+maildev is installed with npm into ~/.cache/smtp-diag-bench when it is missing (BENCH_MAILDEV=0 skips it;
+so does a machine without node and npm, and says so). It keeps its mail in memory, its web UI off.
 
     .venv/bin/python bench/fake_server.py
 """
@@ -9,12 +14,17 @@ time. Each round measures both servers (order alternating); prints the medians a
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import socket
 import statistics
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
+from pathlib import Path
 
 import aiosmtplib
 import structlog
@@ -26,6 +36,8 @@ from fake_smtp import FakeSMTP
 MESSAGES = 300
 CONCURRENCY = 4
 ROUNDS = 5
+MAILDEV_DIR = Path.home() / ".cache" / "smtp-diag-bench"
+MAILDEV_VERSION = "3"
 
 
 @contextmanager
@@ -55,17 +67,76 @@ def message() -> EmailMessage:
     return msg
 
 
-async def send_all(port: int) -> float:
-    """Messages per second for MESSAGES sends, CONCURRENCY at a time, a new connection each."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _maildev_script() -> Path | None:
+    """maildev's entry point, installed with npm when missing; None (and why, printed) when it cannot be."""
+    if os.environ.get("BENCH_MAILDEV", "1") == "0":
+        print("maildev: skipped (BENCH_MAILDEV=0)")
+        return None
+    script = MAILDEV_DIR / "node_modules" / "maildev" / "dist" / "bin" / "maildev.js"
+    if script.exists():
+        return script
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        print("maildev: skipped, node and npm are not installed (apt-get install nodejs npm)")
+        return None
+    MAILDEV_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run([npm, "install", "--prefix", str(MAILDEV_DIR), "--no-audit", "--no-fund", "--silent",
+                    f"maildev@{MAILDEV_VERSION}"], check=True, timeout=300)
+    return script if script.exists() else None
+
+
+@contextmanager
+def maildev() -> Iterator[int | None]:
+    """maildev listening on 127.0.0.1 (in memory, no web UI), or None when it is not available."""
+    script = _maildev_script()
+    if script is None:
+        yield None
+        return
+    port = _free_port()
+    node = shutil.which("node") or "node"
+    proc = subprocess.Popen([node, str(script), "--smtp", str(port), "--ip", "127.0.0.1", "--disable-web",
+                             "--silent", "--max-emails", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # a bench waiting for a child to listen, not a test
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    if sock.recv(3) == b"220":
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("maildev did not start listening within 20 s")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def send_all(port: int, *, reuse: bool = False) -> float:
+    """Messages per second for MESSAGES sends, CONCURRENCY at a time: a new connection each, or (`reuse`)
+    one connection per worker for all of its messages."""
     queue: asyncio.Queue[int] = asyncio.Queue(maxsize=MESSAGES)
     for index in range(MESSAGES):
         queue.put_nowait(index)
     msg = message()
 
     async def worker() -> None:
-        while not queue.empty():
-            queue.get_nowait()
-            await aiosmtplib.send(msg, hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+        if not reuse:
+            while not queue.empty():
+                queue.get_nowait()
+                await aiosmtplib.send(msg, hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+            return
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10) as smtp:
+            while not queue.empty():
+                queue.get_nowait()
+                await smtp.send_message(msg)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
@@ -74,22 +145,30 @@ async def send_all(port: int) -> float:
 
 def main() -> None:
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # log calls cost, output does not
-    fake_rates: list[float] = []
-    bare_rates: list[float] = []
-    with FakeSMTP(max_messages=MESSAGES * ROUNDS * 2) as fake, bare_aiosmtpd() as bare_port:
-        asyncio.run(send_all(fake.port))  # warm-up, both
-        asyncio.run(send_all(bare_port))
-        for round_index in range(ROUNDS):
-            order = [("fake", fake.port), ("bare", bare_port)]
-            for name, port in order if round_index % 2 == 0 else reversed(order):
-                rate = asyncio.run(send_all(port))
-                (fake_rates if name == "fake" else bare_rates).append(rate)
-        assert len(fake.messages) == MESSAGES * (ROUNDS + 1)
-    fake_median, bare_median = statistics.median(fake_rates), statistics.median(bare_rates)
-    print(f"{MESSAGES} messages x {ROUNDS} rounds, {CONCURRENCY} concurrent connections, one message each")
-    print(f"fake server : {fake_median:8.0f} msg/s  (rounds: {', '.join(f'{r:.0f}' for r in fake_rates)})")
-    print(f"bare aiosmtpd: {bare_median:8.0f} msg/s  (rounds: {', '.join(f'{r:.0f}' for r in bare_rates)})")
-    print(f"ratio fake/bare: {fake_median / bare_median:.2f}")
+    rates: dict[tuple[str, bool], list[float]] = {}
+    with FakeSMTP(max_messages=MESSAGES * ROUNDS * 4) as fake, bare_aiosmtpd() as bare_port, \
+            maildev() as maildev_port:
+        servers = [("fake", fake.port), ("bare", bare_port)]
+        if maildev_port is not None:
+            servers.append(("maildev", maildev_port))
+        for reuse in (False, True):
+            for _, port in servers:  # warm-up, every server
+                asyncio.run(send_all(port, reuse=reuse))
+            for round_index in range(ROUNDS):
+                turn = round_index % len(servers)
+                for name, port in servers[turn:] + servers[:turn]:
+                    rates.setdefault((name, reuse), []).append(asyncio.run(send_all(port, reuse=reuse)))
+        assert len(fake.messages) == MESSAGES * (ROUNDS + 1) * 2
+    print(f"{MESSAGES} messages x {ROUNDS} rounds, {CONCURRENCY} concurrent connections")
+    for reuse in (False, True):
+        print("reused connections:" if reuse else "a new connection per message:")
+        medians = {name: statistics.median(rates[(name, reuse)]) for name, _ in servers}
+        for name, _ in servers:
+            rounds = ", ".join(f"{r:.0f}" for r in rates[(name, reuse)])
+            print(f"  {name:<8} {medians[name]:8.0f} msg/s  (rounds: {rounds})")
+        print(f"  ratio fake/bare: {medians['fake'] / medians['bare']:.2f} (target >= 0.9)")
+        if "maildev" in medians:
+            print(f"  ratio fake/maildev: {medians['fake'] / medians['maildev']:.2f} (target >= 1.0)")
 
 
 if __name__ == "__main__":

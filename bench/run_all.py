@@ -21,6 +21,7 @@ SCRIPTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("load.py", {"BENCH_LOAD_TLS": "1"}),
     ("hostile_timing.py", {}),
     ("replicas.py", {}),
+    ("rtt.py", {}),
 )
 LIMIT_S = 600  # per script: a hung benchmark must not hang `make bench`
 

@@ -13,20 +13,23 @@ verifying handshake (chain trust, the host name match, the dates) is never decid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import ssl
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from typing import TYPE_CHECKING, Any, Final
 
 from diag.kinds import TlsKind
 from diag.server_text import ServerText
+
+# cryptography is imported where a certificate is described (or a bad CA bundle explained), not here: a
+# plaintext run needs none of it, and the import costs a `smtp-diag check` ~15 ms of start-up (issue 13).
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # OpenSSL X509_V_ERR_* codes (include/openssl/x509_vfy.h); stable across OpenSSL 1.1 and 3.x.
 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT: Final = 2
@@ -75,12 +78,38 @@ def client_context(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
     """
     key = (ca_bundle if verify else None, verify)
     context = _CONTEXTS.get(key)
-    if context is None:
-        context = _build_context(*key)
-        if len(_CONTEXTS) >= _CONTEXT_CACHE_SIZE:
-            _CONTEXTS.pop(next(iter(_CONTEXTS)), None)  # the oldest: bounded, whatever bundles people send
-        _CONTEXTS[key] = context
+    if context is not None:
+        return context
+    # Built in threads (client_context_async, prepare): one at a time, so a second caller waits for the
+    # first's context instead of loading the system store again, and the cache is never mutated twice at once.
+    with _BUILD_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _build_context(*key)
+            if len(_CONTEXTS) >= _CONTEXT_CACHE_SIZE:
+                _CONTEXTS.pop(next(iter(_CONTEXTS)), None)  # the oldest: bounded, whatever bundles people send
+            _CONTEXTS[key] = context
     return context
+
+
+def prepare(ca_bundle: str | None) -> None:
+    """Start getting ready, in a thread, for this run's first TLS handshake and certificate description:
+    the verifying context (the system CA store, ~17 ms of CPU) and cryptography's import (~15 ms). A run
+    calls it when it starts; by the time STARTTLS comes, a real network's round trips (connect, greeting,
+    EHLO) have hidden both (issue 13). Nothing to do, and no thread, when a long-running process has both.
+
+    Not a daemon thread: a run that fails before TLS may end first, and the process then waits for the
+    bounded remainder of the import rather than tearing an import down mid-way at exit."""
+    if (ca_bundle, True) in _CONTEXTS and "cryptography.x509" in sys.modules:
+        return
+    threading.Thread(target=_prepare, args=(ca_bundle,), name="diag-tls-prepare").start()
+
+
+def _prepare(ca_bundle: str | None) -> None:
+    with contextlib.suppress(ValueError):  # an unusable bundle: the config stage says so, in words
+        client_context(ca_bundle=ca_bundle, verify=True)
+    import cryptography.x509  # noqa: F401 - imported for describe_certificate, ahead of its first use
+    from cryptography.hazmat.primitives import hashes  # noqa: F401
 
 
 @functools.lru_cache(maxsize=32)  # the same bundle comes with every run of a configuration
@@ -88,15 +117,28 @@ def ca_bundle_problem(pem: str) -> str | None:
     """Why `pem` is no usable CA bundle, in words for the person who pasted it; None when it is one."""
     if not pem.isascii():
         return "PEM is ASCII text; this has other characters in it"
+    try:  # OpenSSL, which will use it, accepts it: every certificate block parses and there is one at least
+        _load_alone(pem)
+        return None
+    except (ssl.SSLError, ValueError):
+        pass  # say why in words: cryptography tells a damaged block from no block at all
+    from cryptography import x509
+
     try:
         found = x509.load_pem_x509_certificates(pem.encode("ascii"))
     except ValueError:
         return "a -----BEGIN CERTIFICATE----- block in it is not a certificate (cut short or altered?)"
     try:
-        ssl.create_default_context(cadata=pem)
+        _load_alone(pem)
     except (ssl.SSLError, ValueError) as exc:
         return f"OpenSSL cannot use it as trusted certificates ({exc})"
     return None if found else "it has no PEM certificate"
+
+
+def _load_alone(pem: str) -> None:
+    """Load `pem` as trusted certificates into a context of its own, without the system store (which
+    costs ~17 ms of CPU to load and says nothing about the bundle); raises what OpenSSL says."""
+    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem)
 
 
 async def client_context_async(*, ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
@@ -111,6 +153,7 @@ async def client_context_async(*, ca_bundle: str | None, verify: bool) -> ssl.SS
 
 _CONTEXT_CACHE_SIZE: Final = 16
 _CONTEXTS: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+_BUILD_LOCK: Final = threading.Lock()
 
 
 def _build_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
@@ -194,6 +237,9 @@ class _ParsedCertificate:
 # per run) took ~9 % of the CPU of a STARTTLS run under load (pyinstrument, 200 runs in flight).
 @functools.lru_cache(maxsize=64)
 def _parsed_certificate(der: bytes) -> _ParsedCertificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     cert = x509.load_der_x509_certificate(der)
     try:
         dns_names, ip_addresses = _subject_alt_names(cert)
@@ -227,6 +273,8 @@ def _described_names(names: list[str]) -> tuple[str, ...]:
 def _subject_alt_names(
     cert: x509.Certificate,
 ) -> tuple[list[str], list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -241,6 +289,8 @@ def _subject_alt_names(
 
 def _is_self_signed(cert: x509.Certificate) -> bool:
     """Issuer equals subject AND the certificate's signature verifies with its own public key."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
     if cert.issuer != cert.subject:
         return False
     try:
@@ -258,6 +308,9 @@ def _signature_algorithm(cert: x509.Certificate) -> str:
 
 
 def _public_key_label(cert: x509.Certificate) -> str:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
     try:
         key = cert.public_key()
     except (ValueError, UnsupportedAlgorithm):
@@ -318,6 +371,8 @@ def ca_file_relation(
     """
     if ca_bundle is None or not chain_der or err.verify_code not in _UNKNOWN_ISSUER_CODES:
         return None
+    from cryptography import x509
+
     try:
         chain = [x509.load_der_x509_certificate(der) for der in chain_der]
         given = x509.load_pem_x509_certificates(ca_bundle.encode("ascii"))
@@ -339,6 +394,8 @@ def ca_file_relation(
 def _short_name(name: x509.Name) -> str:
     """A CA's name as people say it (its CN, else its organisation and unit), cleaned like server text: the
     finding quotes at most 200 characters, and a full distinguished name would fill them."""
+    from cryptography import x509
+
     parts = [
         str(attribute.value)
         for oid in (x509.NameOID.COMMON_NAME, x509.NameOID.ORGANIZATION_NAME, x509.NameOID.ORGANIZATIONAL_UNIT_NAME)

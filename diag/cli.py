@@ -9,7 +9,6 @@ are reported under the flag names people typed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
 import os
@@ -19,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 from diag import __version__
-from diag.config import CONFIG_FIELDS, ConfigError, SmtpConfig, parse_config
+from diag.config import CONFIG_FIELDS, ConfigError, SmtpConfig, TlsMode, parse_config
 from diag.fields import MAX_CA_BUNDLE_LENGTH, Field
 
 EXIT_VALID: Final = 0
@@ -199,10 +198,20 @@ def _read_file(flag: str, path: str) -> str:
 
 def _check(args: argparse.Namespace, *, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     config = config_from_args(args, stdin=stdin, environ=dict(os.environ))
+    if config.effective_tls_mode is not TlsMode.NONE:
+        from diag import certs
 
-    from diag.logging import configure_logging
+        # As early as the CA bundle is known: OpenSSL loads the system store in that thread without the
+        # GIL, on another core, while this one imports asyncio and the engine (start-up time, issue 13).
+        certs.prepare(config.ca_bundle)
+    import asyncio
 
-    configure_logging(json=args.log_json, level="info" if args.log_json else "warning", stream=stderr)
+    from diag.logging import configure_logging, configure_logging_on_first_record
+
+    if args.log_json:
+        configure_logging(json=True, level="info", stream=stderr)
+    else:  # warnings only: most runs log nothing, and then never import structlog (start-up time)
+        configure_logging_on_first_record(json=False, level="warning", stream=stderr)
     report = asyncio.run(_run_and_show(config, args, stdout))
     return EXIT_VALID if report.valid else EXIT_INVALID
 
@@ -228,23 +237,27 @@ class _Waiting:
 
 
 async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: TextIO) -> Any:
-    # Imported here so usage errors and --help stay fast and do not need the engine's dependencies.
-    from rich.console import Console
-    from rich.live import Live
-    from rich.spinner import Spinner
-
+    # Imported here so usage errors and --help stay fast and do not need the engine's dependencies; rich
+    # only for the live view (--json and --markdown write none of it, and start faster without it).
     from diag import render
     from diag.origin import with_origin
     from diag.report import RunFinished, StageFinished, StageStarted
     from diag.runner import run_events
 
     live = not (args.json or args.markdown)
-    console = Console(file=stdout, no_color="NO_COLOR" in os.environ, highlight=False)
+    console: Any = None
+    spinner: Any = contextlib.nullcontext()
     waiting = _Waiting(config.timeout_s)
-    # A spinner with the elapsed seconds on a terminal only: a 20 s silent connect is never a frozen screen,
-    # and a pipe or a file gets no control sequences.
-    spinner = Live(Spinner("dots", text=waiting), console=console, transient=True, refresh_per_second=10) \
-        if live and console.is_terminal else contextlib.nullcontext()
+    if live:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        console = Console(file=stdout, no_color="NO_COLOR" in os.environ, highlight=False)
+        # A spinner with the elapsed seconds on a terminal only: a 20 s silent connect is never a frozen
+        # screen, and a pipe or a file gets no control sequences.
+        if console.is_terminal:
+            spinner = Live(Spinner("dots", text=waiting), console=console, transient=True, refresh_per_second=10)
     with spinner:
         # aclosing: the run's cleanup (its SMTP session) happens here, also when Ctrl-C cancels us mid-run,
         # not later in asyncio's shutdown of leftover generators.
@@ -257,7 +270,7 @@ async def _run_and_show(config: SmtpConfig, args: argparse.Namespace, stdout: Te
                     console.print(render.render_stage(event.result), soft_wrap=not console.is_terminal)
                     stdout.flush()  # stages appear as they finish, even through a pipe
                 elif isinstance(event, RunFinished):
-                    if isinstance(spinner, Live):
+                    if hasattr(spinner, "stop"):  # the Live display, on a terminal
                         spinner.stop()
                     report = with_origin(event.report)  # a report pasted in a ticket says where it ran
                     if args.json:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
-
-from rich import box
-from rich.console import Group, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, Final
 
 from diag.product_log import LEAD as PRODUCT_LOG_LEAD
 from diag.report import Finding, Report, StageResult, Status, TranscriptLine
+
+# rich is imported by the views that draw with it, not here: `smtp-diag check --json` or `--markdown`
+# writes no rich at all, and importing it costs ~15 ms of start-up (issue 13).
+if TYPE_CHECKING:
+    from rich.console import Group, RenderableType
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
 
 MAX_FACT_CHARS: Final = 200
 MAX_FACTS_PER_STAGE: Final = 20
@@ -238,6 +240,8 @@ def _markdown_problem(s: StageResult) -> list[str]:
 
 def render_stage(result: StageResult) -> Text:
     """One line: status symbol, stage name, duration, summary."""
+    from rich.text import Text
+
     line = Text(no_wrap=False)
     line.append(f"{SYMBOLS[result.status]} ", style=STYLES[result.status])
     line.append(f"{result.name:<10}", style="bold")
@@ -248,6 +252,12 @@ def render_stage(result: StageResult) -> Text:
 
 def render_summary(report: Report) -> Panel:
     """The verdict panel: the first failure's cause and fix up front, then warnings, then key facts."""
+    from rich import box
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
     parts: list[RenderableType] = []
     failure = report.first_failure
     if failure is not None:
@@ -287,6 +297,9 @@ def render_summary(report: Report) -> Panel:
 
 
 def _cause_and_fix(finding: Finding, *, emphasis: str) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column()
@@ -297,4 +310,7 @@ def _cause_and_fix(finding: Finding, *, emphasis: str) -> Table:
 
 
 def render_report(report: Report) -> Group:
+    from rich.console import Group
+    from rich.text import Text
+
     return Group(*(render_stage(s) for s in report.stages), Text(""), render_summary(report))

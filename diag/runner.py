@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, TypedDict, Unpack
 
-from diag.config import SmtpConfig
+from diag import certs
+from diag.config import SmtpConfig, TlsMode
 from diag.findings import finding_for
 from diag.kinds import AnyKind
 from diag.logging import LibraryLogger, get_logger
@@ -86,6 +87,8 @@ async def run_events(
     )
     transcript = Transcript(ctx.started, server_text=ServerText.for_config(config))
     ctx.transcript = transcript
+    if config.effective_tls_mode is not TlsMode.NONE:
+        certs.prepare(config.ca_bundle)  # in a thread: ready by STARTTLS, the round trips before hide it
     budget = budget_for(config) if max_duration_s is None else min(budget_for(config), max_duration_s)
     deadline = ctx.started + budget
     bound = log.bind(run_id=run_id, host=config.host, port=config.port)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
-from typing import Any, Final
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 from diag import certs
 from diag.config import TlsMode
@@ -19,7 +22,9 @@ from diag.kinds import AnyKind, ConnectKind, TlsKind
 from diag.probe import Probe, handshake_failure
 from diag.server_text import decode_bytes
 from diag.stages.base import Outcome, RunContext
-from diag.transport import ProbeError, ProbeErrorKind, completes_tls_handshake, exchange
+from diag.transport import ProbeError, ProbeErrorKind, completes_tls_handshake, exchange, open_socket
+
+T = TypeVar("T")
 
 # The TCP failures, ordered by how much each tells a person: a timeout (firewall) is more telling than a
 # refusal elsewhere; a block by this machine's own policy is the same for every address.
@@ -35,6 +40,7 @@ TCP_KINDS: Final[dict[ProbeErrorKind, ConnectKind]] = {
 }
 SNIFF_LIMIT: Final = 512
 SNIFF_TIMEOUT_S: Final = 2.0
+GREETING_GRACE_S: Final = 1.0  # see greeting_grace_s
 NOT_SMTP_BANNERS: Final = (
     (re.compile(r"SSH-\d\.\d"), "an SSH banner"),
     (re.compile(r"HTTP/\d"), "an HTTP response"),
@@ -55,7 +61,8 @@ async def check(ctx: RunContext) -> Outcome:
     errors: dict[ProbeErrorKind, ProbeError] = {}
     for address in ctx.addresses:
         try:
-            probe = await _open(ctx, address, implicit)
+            sock = await open_socket(address, config.port, config.client.dial_timeout_s or config.timeout_s)
+            opened = await _open_or_ask(ctx, address, implicit, sock)
         except ProbeError as error:
             attempts[address] = error.kind
             if error.kind in CONNECT_KIND_ORDER:  # TCP failed (the probe notes its own failures after TCP)
@@ -64,9 +71,12 @@ async def check(ctx: RunContext) -> Outcome:
                 continue  # try the next address, as mail clients do
             facts["connected_address"] = address
             return await _after_connect_failure(ctx, address, error, facts)
-        attempts[address] = "connected"
         facts["connected_address"] = address
-        return _greeted(ctx, probe, facts)
+        if isinstance(opened, Answer):  # the port answered another question before any greeting came
+            attempts[address] = "greeting_timeout" if opened.waited_s >= config.timeout_s else "no_greeting"
+            return _answered(ctx, address, opened, facts)
+        attempts[address] = "connected"
+        return _greeted(ctx, opened, facts)
     return _not_connected(ctx, errors, facts)
 
 
@@ -89,13 +99,67 @@ def _not_connected(ctx: RunContext, errors: dict[ProbeErrorKind, ProbeError], fa
     return Outcome.failed(summary, TCP_KINDS[kind], detail=error.message, **facts)
 
 
-async def _open(ctx: RunContext, address: str, implicit: bool) -> Probe:
+def greeting_grace_s(timeout_s: float) -> float:
+    """How long the greeting may take before the stage asks the port on other connections what it speaks.
+
+    A real SMTP server greets within milliseconds of the connection (one write after accept; even a slow
+    one doing reverse DNS first is well under a second), so a second of silence already says something.
+    Servers that hold their greeting on purpose (Postfix postscreen's greet wait, Sendmail's greet_pause,
+    Exim's delay) are safe: the main connection keeps waiting, silent, for the whole timeout, and only the
+    extra connections speak early (which such a server logs as a pregreet on those connections alone).
+    A quarter of the timeout at most, so the questions always have most of it to be answered in."""
+    return min(GREETING_GRACE_S, timeout_s / 4)
+
+
+async def _open_or_ask(ctx: RunContext, address: str, implicit: bool, sock: socket.socket) -> Probe | Answer:
+    """The session on `sock`; when no greeting came after the grace, ask on fresh connections whether the
+    port speaks TLS or another protocol, while the greeting is still awaited, and let the first answer win.
+
+    Everything ends by one deadline, the connection's time plus the timeout: a silent port fails after one
+    timeout, not one for the greeting and another for the questions. Raises ProbeError as `Probe.open`."""
+    config = ctx.config
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + config.timeout_s
+    opening = asyncio.ensure_future(_open(ctx, address, implicit, sock))
+    asking: asyncio.Future[Answer] | None = None
+    try:
+        done, _ = await asyncio.wait({opening}, timeout=greeting_grace_s(config.timeout_s))
+        if not done:
+            asking = asyncio.ensure_future(_ask(ctx, address, implicit, deadline))
+            await asyncio.wait({opening, asking}, return_when=asyncio.FIRST_COMPLETED)
+            if not opening.done() and asking.result().conclusive:
+                answer = asking.result()
+                answer.waited_s = loop.time() - started
+                ctx.transcript.note(f"no greeting after {answer.waited_s:.1f} s")
+                return answer
+        try:
+            return await opening
+        except ProbeError as error:
+            if error.kind != "greeting_timeout":
+                raise
+            answer = await (asking if asking is not None else _ask(ctx, address, implicit, deadline))
+            answer.waited_s = config.timeout_s
+            return answer
+    finally:
+        await _cancel(opening, asking)
+
+
+async def _cancel(*tasks: asyncio.Future[Any] | None) -> None:
+    """Cancel what is still running and wait for it: each closes its own sockets on the way out."""
+    running = [task for task in tasks if task is not None]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _open(ctx: RunContext, address: str, implicit: bool, sock: socket.socket) -> Probe:
     config = ctx.config
     if not implicit:
-        return await Probe.open(config, ctx.transcript, address)
+        return await Probe.open(config, ctx.transcript, address, sock=sock)
     context = await certs.client_context_async(ca_bundle=config.ca_bundle, verify=True)
     try:
-        return await Probe.open(config, ctx.transcript, address, tls_context=context)
+        return await Probe.open(config, ctx.transcript, address, tls_context=context, sock=sock)
     except ProbeError as error:
         if error.kind != "tls_verify":
             raise
@@ -160,27 +224,34 @@ async def _after_connect_failure(
         return Outcome.failed(
             f"{where} closed the connection before greeting.", ConnectKind.CLOSED_BY_SERVER, **facts
         )
-    # timeout: silence. Does the port want implicit TLS? Does it speak HTTP? Both questions at once, on
-    # fresh connections, so a silent port costs two timeouts, not three.
-    wants_tls = config.effective_tls_mode is not TlsMode.IMPLICIT
-    tls_task = asyncio.ensure_future(_answers_tls(ctx, address) if wants_tls else _false())
-    try:
-        answer = await _sniff(ctx, address)
-        answers_tls = await tls_task
-    finally:
-        tls_task.cancel()
-    if answers_tls:
+    # A greeting timeout comes back from _open_or_ask as an Answer: nothing else is left.
+    return Outcome.failed(
+        f"Could not read the greeting of {where}: {error.message}.", error.finding_kind, detail=error.message, **facts
+    )
+
+
+def _answered(ctx: RunContext, address: str, answer: Answer, facts: dict[str, Any]) -> Outcome:
+    """No greeting: what the port answered on the other connections (a TLS handshake, another protocol's
+    banner), or nothing at all."""
+    config = ctx.config
+    where = f"{address}:{config.port}"
+    answer.record(ctx, address)
+    waited = f"{min(answer.waited_s, config.timeout_s):.1f}".rstrip("0").rstrip(".")
+    if answer.tls:
         facts["implicit_tls_detected"] = True
         return Outcome.failed(
-            f"{where} sent no greeting in {config.timeout_s:g} s but answered a TLS "
+            f"{where} sent no greeting in {waited} s but answered a TLS "
             "handshake: this port uses implicit TLS (SMTPS).",
             ConnectKind.IMPLICIT_TLS_EXPECTED,
             **facts,
         )
-    if answer is not None:
-        facts["banner"] = answer
+    if answer.banner is not None:
+        facts["banner"] = answer.banner
         return Outcome.failed(
-            f"{where} is not an SMTP server: it answered {answer}.", ConnectKind.NOT_SMTP, detail=answer, **facts
+            f"{where} is not an SMTP server: it answered {answer.banner}.",
+            ConnectKind.NOT_SMTP,
+            detail=answer.banner,
+            **facts,
         )
     return Outcome.failed(
         f"{where} accepted the connection but sent no greeting in {config.timeout_s:g} s.",
@@ -198,6 +269,53 @@ def _known_banner(text: str) -> str | None:
     return None
 
 
+@dataclass
+class Answer:
+    """What a silent port said on the stage's other connections: whether one completed a TLS handshake,
+    and what it sent back to a QUIT (None: that connection could not be opened)."""
+
+    tls: bool
+    sniffed: str | None
+    waited_s: float = 0.0  # how long the greeting was awaited before this answer was taken
+
+    @property
+    def banner(self) -> str | None:
+        return _known_banner(self.sniffed) if self.sniffed else None
+
+    @property
+    def conclusive(self) -> bool:
+        """A TLS handshake or another protocol's banner: no SMTP greeting will come on this port."""
+        return self.tls or self.banner is not None
+
+    def record(self, ctx: RunContext, address: str) -> None:
+        """Into the transcript once the answer is taken, so that it reads in order after the greeting wait."""
+        if self.tls:
+            ctx.transcript.note(f"a second connection to {address}:{ctx.config.port} completed a TLS handshake")
+        if self.sniffed is not None:
+            ctx.transcript.note(f"another connection to {address}:{ctx.config.port}:")
+            ctx.transcript.client("QUIT")
+            if self.sniffed.strip():
+                ctx.transcript.server_raw(self.sniffed.splitlines()[0])
+
+
+async def _ask(ctx: RunContext, address: str, implicit: bool, deadline: float) -> Answer:
+    """Does the port want implicit TLS (when we did not speak it)? Does it answer QUIT as another protocol
+    would? Both at once, on fresh connections, each bounded by `deadline` (loop time)."""
+    tls, sniffed = await asyncio.gather(
+        _by(deadline, _answers_tls(ctx, address), False) if not implicit else _false(),
+        _by(deadline, _sniff(ctx, address), None),
+    )
+    return Answer(tls=tls, sniffed=sniffed)
+
+
+async def _by(deadline: float, coro: Coroutine[Any, Any, T], default: T) -> T:
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await coro
+    except TimeoutError:
+        return default
+
+
 async def _false() -> bool:
     return False
 
@@ -205,14 +323,12 @@ async def _false() -> bool:
 async def _answers_tls(ctx: RunContext, address: str) -> bool:
     config = ctx.config
     context = await certs.client_context_async(ca_bundle=None, verify=False)
-    answered = await completes_tls_handshake(address, config.port, config.host, context, config.timeout_s)
-    if answered:
-        ctx.transcript.note(f"a second connection to {address}:{config.port} completed a TLS handshake")
-    return answered
+    return await completes_tls_handshake(address, config.port, config.host, context, config.timeout_s)
 
 
 async def _sniff(ctx: RunContext, address: str) -> str | None:
-    """Say QUIT on a silent port and read a little: an HTTP server answers with a status line."""
+    """Say QUIT on a silent port and read a little: an HTTP server answers with a status line. The text
+    (cleaned here: the banner name quotes it), or None when the connection could not be opened."""
     config = ctx.config
     data = await exchange(
         address,
@@ -224,9 +340,4 @@ async def _sniff(ctx: RunContext, address: str) -> str | None:
     )
     if data is None:
         return None
-    ctx.transcript.client("QUIT")
-    # The transcript would clean it too; the banner name quotes it, so it is cleaned before anything reads it.
-    text = ctx.transcript.server_text.reply(decode_bytes(data))
-    if text.strip():
-        ctx.transcript.server_raw(text.splitlines()[0])
-    return _known_banner(text)
+    return ctx.transcript.server_text.reply(decode_bytes(data))

@@ -23,15 +23,15 @@ label over 63 characters...): the config stage catches these first, this is for 
 from __future__ import annotations
 
 import time
-from typing import Any, Final
-
-import dns.exception
-import dns.name
+from typing import TYPE_CHECKING, Any, Final
 
 from diag.kinds import ConfigKind, DnsKind
 from diag.policy import parse_ip_literal
 from diag.resolver import Lookup
 from diag.stages.base import Outcome, RunContext
+
+if TYPE_CHECKING:  # dnspython is imported only when DNS is asked (start-up time; diag.resolver says why)
+    import dns.name
 
 MAX_RECORDS_SHOWN: Final = 8  # in a summary; facts keep them all
 
@@ -68,6 +68,18 @@ async def check(ctx: RunContext) -> Outcome:
     servers = config.dns_servers
     resolver_label: str | list[str] = list(servers) if servers else "system"
     t0 = time.monotonic()
+    # The hosts file first, as getaddrinfo does; a name it lists needs no DNS (nor dnspython).
+    if not servers:
+        listed = ctx.resolver.hosts_file_addresses(host)
+        if listed:
+            where = ctx.resolver.hosts_path
+            ctx.transcript.note(f"{host} -> {', '.join(listed)} ({where}, as the system resolver answers it)")
+            facts = _resolution_facts("system", "hosts file", listed, t0=t0)
+            return _vet(ctx, host, listed, facts, literal=False)
+
+    import dns.exception
+    import dns.name
+
     try:
         qname = dns.name.from_text(host)
     except dns.exception.DNSException as exc:
@@ -80,14 +92,6 @@ async def check(ctx: RunContext) -> Outcome:
             resolver=resolver_label,
             error=str(exc),
         )
-
-    if not servers:
-        listed = ctx.resolver.hosts_file_addresses(host)
-        if listed:
-            where = ctx.resolver.hosts_path
-            ctx.transcript.note(f"{host} -> {', '.join(listed)} ({where}, as the system resolver answers it)")
-            facts = _resolution_facts("system", "hosts file", listed, t0=t0)
-            return _vet(ctx, host, listed, facts, literal=False)
 
     a, aaaa = await _lookup(ctx, qname, ("A", "AAAA"), servers)
     addresses = _dedupe(a.records + aaaa.records)

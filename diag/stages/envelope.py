@@ -2,13 +2,13 @@
 
 MAIL FROM always runs: "connection OK" tools that stop before it pass configurations that fail later on
 the sender. RCPT TO always runs too, with the From address itself when no test recipient is set: Postfix
-checks senders and clients only there. Without a test message the transaction is reset (RSET) so nothing
-is ever sent by accident.
+checks senders and clients only there. Without a test message nothing is ever sent: no DATA follows, and
+the run's QUIT ends the transaction (RFC 5321 4.1.1.10), so no RSET is said before it (a round trip
+nothing reads; issue 13).
 """
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,9 +123,8 @@ RCPT_TO: Final = AddressCommand("RCPT TO", (250, 251), rcpt_kind, "recipient", "
 
 async def check_mail_from(ctx: RunContext) -> Outcome:
     config = ctx.config
-    # The transaction stays open for RCPT TO, which always follows (with the From as recipient when no
-    # test recipient is set) and resets it unless a test message is asked for.
-    outcome = await _address_check(ctx, MAIL_FROM, config.from_email, reset=False)
+    # RCPT TO always follows, with the From as recipient when no test recipient is set.
+    outcome = await _address_check(ctx, MAIL_FROM, config.from_email)
     if outcome.status is Status.PASSED and _send_as_unproven(ctx):
         return Outcome.warning(
             f"The server accepts {config.from_email} as sender; Microsoft 365 decides whether "
@@ -150,7 +149,7 @@ def _send_as_unproven(ctx: RunContext) -> bool:
 async def check_rcpt_to(ctx: RunContext) -> Outcome:
     config = ctx.config
     if config.recipient:
-        return await _address_check(ctx, RCPT_TO, config.recipient, reset=not config.send_test_message)
+        return await _address_check(ctx, RCPT_TO, config.recipient)
     return await _probe_envelope(ctx)
 
 
@@ -160,12 +159,12 @@ INCONCLUSIVE: Final = frozenset({RcptToKind.UNKNOWN_RECIPIENT, RcptToKind.TEMPOR
 
 
 async def _probe_envelope(ctx: RunContext) -> Outcome:
-    """No test recipient: RCPT TO the From address itself, then RSET. Servers that check senders and
-    clients only at RCPT TO (Postfix by default) say here what MAIL FROM did not; nothing is sent."""
+    """No test recipient: RCPT TO the From address itself, never DATA (the run's QUIT ends the transaction).
+    Servers that check senders and clients only at RCPT TO (Postfix by default) say here what MAIL FROM did
+    not; nothing is sent."""
     address = ctx.config.from_email
-    probed = {"recipient_probed": address, "probe": "RCPT TO the From address, then RSET; no DATA"}
-    outcome = await _address_check(ctx, RCPT_TO, address, reset=False)
-    await _reset(ctx)  # also after a refusal: the transaction ends here whatever the answer
+    probed = {"recipient_probed": address, "probe": "RCPT TO the From address; no DATA"}
+    outcome = await _address_check(ctx, RCPT_TO, address)
     outcome.facts.update(probed)
     if outcome.status is Status.PASSED:
         outcome.summary = (
@@ -180,7 +179,7 @@ async def _probe_envelope(ctx: RunContext) -> Outcome:
     return outcome
 
 
-async def _address_check(ctx: RunContext, command: AddressCommand, address: str, *, reset: bool) -> Outcome:
+async def _address_check(ctx: RunContext, command: AddressCommand, address: str) -> Outcome:
     refused = f"The server refused the {command.role} {address}"
     client = Client.of(ctx)
     line = f"{command.verb}:<{address}>"
@@ -191,8 +190,6 @@ async def _address_check(ctx: RunContext, command: AddressCommand, address: str,
         result.summary = f"At RCPT TO the server refused {refused}: {result.facts.get('rcpt_to_reply', '')}."
     if isinstance(result, Outcome):
         return result
-    if reset:
-        await _reset(ctx)
     reply_fact = command.verb.lower().replace(" ", "_") + "_reply"
     return Outcome.passed(
         f"The server accepts {address} as {command.role}.", **{reply_fact: str(result), command.fact: address}
@@ -263,8 +260,3 @@ def test_message(from_email: str, recipient: str, run_id: str) -> bytes:
     )
     return msg.as_bytes()
 
-
-async def _reset(ctx: RunContext) -> None:
-    assert ctx.probe is not None
-    with contextlib.suppress(ProbeError):  # the stage already has its answer; the runner closes the session
-        await ctx.probe.command("RSET")

@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -497,3 +499,21 @@ def test_client_contexts_are_cached_and_the_cache_is_bounded(tmp_path: Path) -> 
 async def test_client_context_async_returns_the_cached_context() -> None:
     first = await client_context_async(ca_bundle=None, verify=False)
     assert await client_context_async(ca_bundle=None, verify=False) is first
+
+
+def test_prepare_builds_the_verifying_context_and_imports_cryptography_in_a_thread(tmp_path: Path) -> None:
+    """Issue 13: a run starts getting TLS ready when it starts (the context with the system store, the
+    import of cryptography), so STARTTLS finds both done. In a fresh interpreter: this one has both."""
+    pem = certs.ca_issued(tmp_path).ca_pem
+    code = (
+        "import json, sys, threading\n"
+        "from diag import certs\n"
+        "before = 'cryptography.x509' in sys.modules\n"
+        f"certs.prepare({pem!r})\n"
+        "for thread in threading.enumerate():\n"
+        "    if thread.name == 'diag-tls-prepare':\n"
+        "        thread.join(30)\n"
+        f"print(json.dumps([before, 'cryptography.x509' in sys.modules, ({pem!r}, True) in certs._CONTEXTS]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == [False, True, True]

@@ -415,6 +415,27 @@ def test_the_product_runs_without_the_demo_extra() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_check_imports_only_what_its_run_uses(anonymous_server: FakeSMTP) -> None:
+    """Issue 13 (start-up time): a plaintext `check --json` to a name the hosts file answers, which logs
+    nothing, loads neither structlog (nor rich through it), rich, dnspython, cryptography nor
+    importlib.metadata; each is imported where it is used (a log line, the live view, a DNS query, a
+    certificate, nowhere)."""
+    heavy = ("structlog", "rich", "dns", "cryptography", "importlib.metadata")
+    code = (
+        "import json, sys\n"
+        "import diag.cli\n"
+        f"status = diag.cli.main({check_args('localhost', anonymous_server.port, '--tls-mode', 'none', '--json')!r})\n"
+        f"loaded = sorted(m for m in {heavy!r} if m in sys.modules)\n"
+        "print(json.dumps({'status': status, 'loaded': loaded}), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=REPO, env=cli_env())
+    result = json.loads(done.stderr.strip().splitlines()[-1])
+    assert result["status"] == 0, done.stdout
+    assert json.loads(done.stdout)["verdict"] == "valid"
+    assert result["loaded"] == []
+
+
 def test_version_prints_the_tool_and_its_version() -> None:
     out = io.StringIO()
     assert main(["--version"], stdout=out, stderr=io.StringIO()) == 0

@@ -37,7 +37,17 @@ from tests.diag.conftest import (
     config_for,
 )
 from tests.dns_responder import DnsResponder, point_dns_stage_at
-from tests.peer import SSH_BANNER, Peer, closes_at_once, says
+from tests.peer import (
+    SSH_BANNER,
+    Behaviour,
+    Peer,
+    answer_plainly,
+    closes_at_once,
+    greet,
+    hold,
+    http_server,
+    says,
+)
 
 
 async def test_refused(refused_port: int) -> None:
@@ -162,8 +172,8 @@ async def test_no_greeting_from_a_silent_listener(silent_peer: Peer) -> None:
     result = assert_failed_at(report, "connect", "connect.no_greeting")
     assert f"sent no greeting in {SHORT_TIMEOUT_S:g} s" in result.summary
     assert result.finding is not None and "no SMTP greeting" in result.finding.cause
-    # The greeting wait, the TLS probe and the sniff are each bounded by the timeout.
-    assert result.duration_ms <= (3 * SHORT_TIMEOUT_S + 1) * 1000
+    # The greeting wait, the TLS probe and the sniff all end by one deadline.
+    assert result.duration_ms <= (SHORT_TIMEOUT_S + 1) * 1000
     assert peer.connections >= 2  # the stage looked again (TLS, then QUIT) before naming the failure
 
 
@@ -180,7 +190,79 @@ async def test_implicit_tls_port_spoken_to_in_plaintext(
     assert result.finding is not None
     assert f"Port {srv.tls_port} on 127.0.0.1 expects implicit TLS" in result.finding.cause
     assert "implicit TLS" in result.finding.fix
-    assert result.duration_ms <= (2 * SHORT_TIMEOUT_S + 1) * 1000
+    assert result.duration_ms <= (SHORT_TIMEOUT_S + 1) * 1000
+
+
+async def test_a_silent_port_fails_within_one_timeout(silent_peer: Peer) -> None:
+    """Issue 13: the TLS probe and the HTTP sniff ask while the greeting is still awaited, so the whole
+    connect stage ends by one deadline (the bound is the configured timeout plus 10 %, not a measurement)."""
+    timeout_s = 2.0
+    report = await run(config_for(silent_peer.port, timeout_s=timeout_s))
+    result = assert_failed_at(report, "connect", "connect.no_greeting")
+    assert f"sent no greeting in {timeout_s:g} s" in result.summary
+    assert result.duration_ms <= timeout_s * 1.1 * 1000
+    assert silent_peer.connections == 3  # the session, the TLS probe, the QUIT sniff
+
+
+async def test_an_http_port_is_named_before_the_greeting_timeout(start_peer: Callable[..., Awaitable[Peer]]) -> None:
+    """Issue 13: the first answer wins; an HTTP status line ends the wait for a greeting that will not come."""
+    timeout_s = 30.0
+    peer = await start_peer(http_server)
+    report = await run(config_for(peer.port, timeout_s=timeout_s))
+    result = assert_failed_at(report, "connect", "connect.not_smtp")
+    assert result.facts["banner"].startswith("an HTTP response")
+    assert result.facts["attempts"] == {"127.0.0.1": "no_greeting"}
+    assert result.duration_ms < timeout_s * 1000
+
+
+async def test_an_implicit_tls_port_is_named_before_the_greeting_timeout(
+    fake_smtp_factory: Callable[..., FakeSMTP],
+) -> None:
+    """Issue 13: a completed TLS handshake on the second connection ends the wait for a plaintext greeting."""
+    timeout_s = 30.0
+    srv = fake_smtp_factory(tls="implicit")
+    assert srv.tls_port is not None
+    report = await run(config_for(srv.tls_port, tls_mode="starttls", timeout_s=timeout_s))
+    result = assert_failed_at(report, "connect", "connect.implicit_tls_expected")
+    assert "answered a TLS handshake" in result.summary
+    assert result.duration_ms < timeout_s * 1000
+    assert "completed a TLS handshake" in "\n".join(line.text for line in report.stage("connect").transcript)
+
+
+def greets_once_asked() -> Behaviour:
+    """Greets its first connection only when a second one arrives: a server slow to greet, made exact
+    (no clock): its greeting comes while the connect stage is asking the port on other connections. The
+    other connections get the silence a slow server gives before its greeting."""
+    asked = asyncio.Event()
+    seen = 0
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        seen += 1
+        if seen > 1:
+            asked.set()
+            await hold(reader)
+            return
+        await asked.wait()
+        await greet(reader, writer)
+        await answer_plainly(reader, writer)
+
+    return behaviour
+
+
+async def test_a_greeting_that_comes_while_the_port_is_asked_wins(
+    start_peer: Callable[..., Awaitable[Peer]],
+) -> None:
+    """Issue 13: asking early must not cost a slow server its diagnosis: the late greeting is used, the
+    other connections are dropped, and the run carries on over the first one."""
+    peer = await start_peer(greets_once_asked())
+    report = await run(config_for(peer.port, timeout_s=SHORT_TIMEOUT_S * 4, tls_mode="none"))
+    result = report.stage("connect")
+    assert result.status is Status.PASSED, (result.summary, result.finding)
+    assert result.facts["attempts"] == {"127.0.0.1": "connected"}
+    assert report.stage("ehlo").status is Status.PASSED
+    assert peer.connections >= 2
+    assert await peer.wait_all_closed(5.0)
 
 
 class _QuietHandler(http.server.BaseHTTPRequestHandler):

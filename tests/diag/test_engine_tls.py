@@ -390,3 +390,23 @@ def test_a_handshake_failure_without_an_ssl_error_is_still_classified() -> None:
     finding = finding_for("tls", kind, config_for(587), None, detail)
     assert finding.code == "tls.handshake_failed" and not finding.cause.startswith("Unclassified")
     assert handshake_failure(ProbeError("tls_handshake", "TLS handshake failed: EOF"))[1] == "EOF"
+
+
+# -- round trips (issue 13) ----------------------------------------------------------------------------
+
+
+async def test_the_session_ends_with_quit_sent_but_not_waited_for_and_no_rset(
+    start_peer: Callable[..., Awaitable[Peer]], cert_dir: Path
+) -> None:
+    """Over STARTTLS, a passing run says exactly the commands the diagnosis needs: no RSET before QUIT (no
+    DATA follows, and QUIT ends the transaction), and QUIT reaches the server through TLS before the socket
+    closes (its reply, which nothing reads, is no longer waited for: bench/rtt.py shows the round trip)."""
+    files = certs.ca_issued(cert_dir)
+    script = SmtpScript(("STARTTLS", "AUTH PLAIN"), tls_context=files.server_context(),
+                        replies={"AUTH": "235 2.7.0 Authentication successful"})
+    peer = await start_peer(script)
+    report = await run(config_for(peer.port, **creds(ca_bundle=files.ca_pem)))
+    assert report.verdict == "valid", [(s.name, s.summary) for s in report.stages]
+    assert await peer.wait_all_closed(5.0)
+    verbs = [line.split(" ", 1)[0].split(":", 1)[0].upper() for line in script.lines]
+    assert verbs == ["EHLO", "STARTTLS", "EHLO", "AUTH", "MAIL", "RCPT", "QUIT"]  # RCPT: the From probed

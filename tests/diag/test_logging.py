@@ -13,7 +13,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from diag.logging import configure_logging, redact, redact_text
+from diag.logging import configure_logging, configure_logging_on_first_record, redact, redact_text
 from diag.secret import MASK, Secret
 
 PASSWORD = "pw-7b21d4-Planted"
@@ -185,6 +185,28 @@ def test_configuring_twice_does_not_duplicate_stdlib_lines() -> None:
     configure_logging(json=True, stream=stream)
     logging.getLogger("aiosmtpd").warning("once")
     assert [line["event"] for line in json_lines(stream)] == ["once"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_logging_configured_on_the_first_record_is_the_same_chain_redacted() -> None:
+    """What `smtp-diag check` installs (issue 13: a run that logs nothing never imports structlog): nothing
+    is configured until a record at the level comes; that record and the ones after it are written through
+    structlog's chain, redacted, once each."""
+    structlog.reset_defaults()
+    stream = io.StringIO()
+    configure_logging_on_first_record(json=True, level="warning", stream=stream)
+    logging.getLogger("diag.runner").info("below the level")
+    assert not structlog.is_configured()
+    logging.getLogger("diag.runner").warning("stage_crashed line=%s", f"AUTH PLAIN {PLAIN_PAYLOAD}")
+    assert structlog.is_configured()
+    structlog.get_logger("diag.runner").warning("after", password=PASSWORD)
+    lines = json_lines(stream)
+    assert [line["event"].split()[0] for line in lines] == ["stage_crashed", "after"]
+    assert lines[0]["level"] == "warning" and lines[0]["logger"] == "diag.runner"
+    assert lines[1]["password"] == MASK
+    assert PLAIN_PAYLOAD not in stream.getvalue() and PASSWORD not in stream.getvalue()
+    configure_logging(json=True, stream=stream)  # replaces the stand-in: no line twice
+    assert len([h for h in logging.getLogger().handlers if h.get_name() == "diag.logging"]) == 1
 
 
 def test_unknown_level_is_refused() -> None:

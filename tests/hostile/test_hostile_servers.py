@@ -43,12 +43,12 @@ class Case:
 
 CREDENTIALS: dict[str, Any] = {"username": USER, "password": Secret(PASSWORD)}
 CASES: dict[str, Case] = {
-    # Silence: the greeting times out, then a TLS probe and an HTTP sniff each get one timeout.
-    "never greets": Case(hostile.never_greets, "connect", "connect.no_greeting", 3),
+    # Silence: a TLS probe and an HTTP sniff ask while the greeting is awaited, all by one deadline.
+    "never greets": Case(hostile.never_greets, "connect", "connect.no_greeting", 1),
     "greets then silence after EHLO": Case(hostile.silent_after_greeting, "ehlo", "ehlo.timeout", 2),
     # One byte a second never completes a greeting within the timeout: that is "no greeting", not a
     # TCP connect timeout (which would send people to their firewall).
-    "drips one byte per second": Case(hostile.drips, "connect", "connect.no_greeting", 3),
+    "drips one byte per second": Case(hostile.drips, "connect", "connect.no_greeting", 1),
     "1 MiB greeting line": Case(hostile.huge_greeting_line, "connect", "connect.protocol_error", 1),
     "endless 220- continuation": Case(hostile.endless_continuation, "connect", "connect.protocol_error", 1),
     "greeting 2X0": Case(hostile.says(b"2X0 hello\r\n"), "connect", "connect.protocol_error", 1),
@@ -76,7 +76,7 @@ CASES: dict[str, Case] = {
         hostile.drops_at_mail_from, "mail_from", "mail_from.disconnected", 5,
         {"tls_mode": TlsMode.NONE, **CREDENTIALS},
     ),
-    "HTTP server": Case(hostile.http_server, "connect", "connect.not_smtp", 3),
+    "HTTP server": Case(hostile.http_server, "connect", "connect.not_smtp", 1),
     "SSH banner": Case(hostile.ssh_banner, "connect", "connect.not_smtp", 1),
 }
 
