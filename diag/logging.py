@@ -106,15 +106,16 @@ def _final_processors(*, json: bool, stream: TextIO) -> list[Processor]:
     import structlog
     from structlog.tracebacks import ExceptionDictTransformer
 
-    renderer: Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
-    )
-    return [
-        redact,
-        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
-        redact_exception,
-        renderer,
-    ]
+    if json:
+        # A traceback as a dict, without local variables (a password in a local must never reach a log).
+        exceptions: Processor = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        renderer: Processor = structlog.processors.JSONRenderer()
+    else:
+        # ConsoleRenderer wants the traceback as text: the stdlib's formatting, which shows no locals either
+        # (a dict traceback here made every record with an exception a "--- Logging error ---" TypeError).
+        exceptions = structlog.processors.format_exc_info
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    return [redact, exceptions, redact_exception, renderer]
 
 
 class LibraryLogger:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -176,6 +177,29 @@ def test_console_rendering_for_humans_is_redacted_and_not_json() -> None:
     assert PLAIN_PAYLOAD not in out
     with pytest.raises(json.JSONDecodeError):
         json.loads(out)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_console_lines_with_an_exception_are_written_redacted_without_locals() -> None:
+    """What `smtp-diag check` logs on a terminal: a record with a traceback (asyncio's "Exception in callback"
+    on Ctrl-C, say) is written, not lost to a "--- Logging error ---", and no local variable shows."""
+    stream = io.StringIO()
+    configure_logging(json=False, stream=stream)
+
+    def fail(secret_local: str) -> None:
+        raise RuntimeError(f"failed after AUTH PLAIN {PLAIN_PAYLOAD}")
+
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        try:
+            fail(PASSWORD)
+        except RuntimeError:
+            logging.getLogger("asyncio").error("Exception in callback", exc_info=True)
+            structlog.get_logger().error("stage_crashed", exc_info=True)
+    out = stream.getvalue()
+    assert errors.getvalue() == ""  # logging reported no error of its own
+    assert out.count("RuntimeError: failed after") == 2 and "Traceback (most recent call last)" in out
+    assert PASSWORD not in out and PLAIN_PAYLOAD not in out
 
 
 @pytest.mark.usefixtures("restore_logging")
