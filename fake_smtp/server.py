@@ -51,9 +51,10 @@ IDENT = "ESMTP fake-smtp"
 
 
 
-# Connections the kernel holds for us until the loop accepts them. asyncio's default (100) made a burst of
-# 200 diagnoses (bench/load.py, bench/event_loop.py) lose SYNs: each such client waited for its SYN to be
-# sent again, 1 s later, and the benchmarks' p99 measured that (issue 13). The kernel caps it at somaxconn.
+# Connections the kernel holds for us until the loop accepts them. With asyncio's default (100), a burst
+# of more connections than that while the loop is busy (200 diagnoses at once in bench/load.py and
+# bench/event_loop.py) loses SYNs, and each such client waits a second for its SYN to be sent again
+# (issue 13; tests/fake_smtp/test_robustness.py). The kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG: Final = 1024
 
 
