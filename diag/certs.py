@@ -102,14 +102,29 @@ def prepare(ca_bundle: str | None) -> None:
     bounded remainder of the import rather than tearing an import down mid-way at exit."""
     if (ca_bundle, True) in _CONTEXTS and "cryptography.x509" in sys.modules:
         return
+    # One thread per bundle at a time: `check` prepares before it imports the engine and the run prepares
+    # again when it starts, and a service's first wave of runs all start before the first thread is done.
+    # A second thread would only wait for the first one's locks (the build lock, the import lock).
+    with _PREPARING_LOCK:
+        if ca_bundle in _PREPARING:
+            return
+        _PREPARING.add(ca_bundle)
     threading.Thread(target=_prepare, args=(ca_bundle,), name="diag-tls-prepare").start()
 
 
 def _prepare(ca_bundle: str | None) -> None:
-    with contextlib.suppress(ValueError):  # an unusable bundle: the config stage says so, in words
-        client_context(ca_bundle=ca_bundle, verify=True)
-    import cryptography.x509  # noqa: F401 - imported for describe_certificate, ahead of its first use
-    from cryptography.hazmat.primitives import hashes  # noqa: F401
+    try:
+        with contextlib.suppress(ValueError):  # an unusable bundle: the config stage says so, in words
+            client_context(ca_bundle=ca_bundle, verify=True)
+        import cryptography.x509  # noqa: F401 - imported for describe_certificate, ahead of its first use
+        from cryptography.hazmat.primitives import hashes  # noqa: F401
+    finally:
+        with _PREPARING_LOCK:
+            _PREPARING.discard(ca_bundle)
+
+
+_PREPARING: set[str | None] = set()  # bundles a prepare thread is working on (bounded by the runs in flight)
+_PREPARING_LOCK: Final = threading.Lock()
 
 
 @functools.lru_cache(maxsize=32)  # the same bundle comes with every run of a configuration

@@ -14,6 +14,7 @@ allowed by default: on-premises SMTP servers live there; a deployment that must 
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from collections.abc import Iterable
@@ -59,6 +60,10 @@ RFC6052_PREFIX_LENGTHS: Final = frozenset({32, 40, 48, 56, 64, 96})
 _INET_ATON_CHARS: Final = re.compile(r"[0-9a-fA-FxX.]+")
 
 
+# Cached: every run asks it of its host (the dns stage, the service's per-server limit key), and for a name
+# ipaddress raises and catches two exceptions before saying no (~1 % of the event loop under load, py-spy).
+# A pure function of the text; the addresses it returns are immutable.
+@functools.lru_cache(maxsize=1024)
 def parse_ip_literal(host: str) -> IPAddress | None:
     """The address when `host` is an IP literal in any spelling, else None (it is a name).
 

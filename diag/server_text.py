@@ -73,6 +73,11 @@ def decode_bytes(data: bytes) -> str:
 
 def strip_controls(line: str) -> str:
     """One line without escape sequences (each goes as a whole) or other control characters."""
+    if line.isascii() and line.isprintable():
+        # Nearly every server line: printable ASCII holds no escape (each starts with ESC or a C1 byte)
+        # and nothing the table drops or replaces, so both passes would return it unchanged. It runs for
+        # every transcript line of every run, on the event loop (issue 13, event-loop lag).
+        return line
     return ESCAPE_SEQUENCE.sub("", line).translate(_TRANSLATION)
 
 

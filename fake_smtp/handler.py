@@ -8,6 +8,7 @@ the STARTTLS and DATA commands before their reply) stays in `protocol.FakeSMTPPr
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
@@ -33,6 +34,11 @@ class Handler:
             return [reply]
         session.host_name = hostname  # the 5-argument hook must do this itself
         return server.advertised(responses)
+
+    # aiosmtpd reads this hook's signature on every new connection (to tell its deprecated 4-argument form
+    # from this one); a signature set on the function is returned at once instead of being worked out
+    # again from the code object: ~15 µs of each connection's ~0.15 ms of CPU in the fake (issue 13).
+    handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_HELO(
         self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, hostname: str

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 from fake_smtp.address_rules import AddressRule, AddressRules
 from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
@@ -49,6 +49,13 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 IDENT = "ESMTP fake-smtp"
 
+
+
+# Connections the kernel holds for us until the loop accepts them. With asyncio's default (100), a burst
+# of more connections than that while the loop is busy (200 diagnoses at once in bench/load.py and
+# bench/event_loop.py) loses SYNs, and each such client waits a second for its SYN to be sent again
+# (issue 13; tests/fake_smtp/test_robustness.py). The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG: Final = 1024
 
 
 class FakeSMTP:
@@ -292,7 +299,7 @@ class FakeSMTP:
             with self._naming_port("smtp"):
                 plain = await loop.create_server(
                     lambda: self._protocol(starttls_context, implicit_tls=False),
-                    self._bind_host, self._requested["smtp"],
+                    self._bind_host, self._requested["smtp"], backlog=LISTEN_BACKLOG,
                 )
             self._servers.append(plain)
             self.port = _bound_port(plain)
@@ -303,7 +310,7 @@ class FakeSMTP:
             with self._naming_port(listener):
                 smtps = await loop.create_server(
                     lambda: self._protocol(None, implicit_tls=True), self._bind_host, self._requested[listener],
-                    ssl=context,
+                    ssl=context, backlog=LISTEN_BACKLOG,
                 )
             self._servers.append(smtps)
             self.tls_port = _bound_port(smtps)

@@ -517,3 +517,21 @@ def test_prepare_builds_the_verifying_context_and_imports_cryptography_in_a_thre
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(done.stdout) == [False, True, True]
+
+
+def test_prepare_starts_one_thread_per_bundle_while_one_is_at_work(tmp_path: Path) -> None:
+    """Issue 13: `check` prepares before it imports the engine and the run prepares again when it starts (a
+    service's first wave of runs likewise): while a thread is still loading the store and importing
+    cryptography, asking again starts no second thread that would only wait for the first one's locks. In a
+    fresh interpreter, where the import takes the first thread many milliseconds."""
+    pem = certs.ca_issued(tmp_path).ca_pem
+    code = (
+        "import json, threading\n"
+        "from diag import certs\n"
+        f"for _ in range(3): certs.prepare({pem!r})\n"
+        "working = [t for t in threading.enumerate() if t.name == 'diag-tls-prepare']\n"
+        "for thread in working: thread.join(30)\n"
+        f"print(json.dumps([len(working), ({pem!r}, True) in certs._CONTEXTS]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == [1, True]

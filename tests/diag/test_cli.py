@@ -419,8 +419,8 @@ def test_check_imports_only_what_its_run_uses(anonymous_server: FakeSMTP) -> Non
     """Issue 13 (start-up time): a plaintext `check --json` to a name the hosts file answers, which logs
     nothing, loads neither structlog (nor rich through it), rich, dnspython, cryptography nor
     importlib.metadata; each is imported where it is used (a log line, the live view, a DNS query, a
-    certificate, nowhere)."""
-    heavy = ("structlog", "rich", "dns", "cryptography", "importlib.metadata")
+    certificate, nowhere). Nor the log-line explainer and its patterns (`explain`), nor the service."""
+    heavy = ("structlog", "rich", "dns", "cryptography", "importlib.metadata", "diag.explain", "diag.service")
     code = (
         "import json, sys\n"
         "import diag.cli\n"

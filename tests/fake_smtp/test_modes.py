@@ -7,7 +7,7 @@ import ssl
 import aiosmtplib
 import pytest
 
-from fake_smtp import FakeSMTP
+from fake_smtp import FakeSMTP, parse_fault
 from tests.fake_smtp.clients import (
     RECIPIENT,
     SENDER,
@@ -203,3 +203,25 @@ def test_fixed_port_and_bad_options() -> None:
     ]:
         with pytest.raises(ValueError, match=reason):
             FakeSMTP(**options)  # type: ignore[arg-type]
+
+
+def test_a_connection_does_not_work_out_the_ehlo_hooks_signature_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13 (fake vs bare aiosmtpd per connection): aiosmtpd asks for the EHLO hook's signature on every
+    connection; the handler hands it over ready-made, so no connection parses a function's code for it, and
+    aiosmtpd still finds the 5-argument hook (EHLO is answered through it, STARTTLS hidden by a fault). A
+    spy on inspect's worker: no peer can see which code computed a signature."""
+    import inspect
+
+    worked_out: list[object] = []
+    original = inspect._signature_from_function  # type: ignore[attr-defined]
+
+    def spying(*args: object, **kwargs: object) -> object:
+        worked_out.append(args[1])
+        return original(*args, **kwargs)
+
+    with FakeSMTP(tls="starttls", faults=[parse_fault("ehlo=no-starttls")]) as server:
+        monkeypatch.setattr(inspect, "_signature_from_function", spying)
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            code, _ = client.ehlo("client.example")
+            assert code == 250 and not client.has_extn("starttls")
+    assert worked_out == []

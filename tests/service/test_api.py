@@ -36,6 +36,34 @@ async def test_create_returns_the_stored_report(tmp_path: Path, smtp: FakeSMTP) 
         assert stored.status_code == 200 and stored.json() == body
 
 
+async def test_the_report_is_turned_into_json_off_the_event_loop(
+    tmp_path: Path, smtp: FakeSMTP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 (event-loop lag): the answer's body, the report as a dict and as JSON, is built in the worker
+    thread that saves it, not on the loop that every run in flight shares. A spy on Report.to_dict records
+    whether it ran on the loop's thread: no peer can observe which thread built a body."""
+    from diag.report import Report
+
+    on_loop: list[bool] = []
+    to_dict = Report.to_dict
+
+    def spying(report: Report) -> dict[str, Any]:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return to_dict(report)
+
+    monkeypatch.setattr(Report, "to_dict", spying)
+    app = create_app(make_settings(tmp_path))
+    async with api_client(app) as client:
+        response = await client.post("/api/diagnostics", json=config_for(smtp.port))
+    assert response.status_code == 201 and response.json()["verdict"] == "valid"
+    assert response.headers["location"] == f"/api/diagnostics/{response.json()['id']}"
+    assert on_loop and not any(on_loop)
+
+
 async def test_list_newest_first_with_filters(tmp_path: Path, smtp: FakeSMTP) -> None:
     app = create_app(make_settings(tmp_path))
     async with api_client(app) as client:
