@@ -399,6 +399,11 @@ class FakeSMTP:
     async def _close(self) -> None:
         for server in self._servers:
             server.close()
+        # Connections accepted just before the close wait as tasks to become transports; a task cancelled
+        # before it starts never closes its socket. Three loop turns take each through asyncio's steps (task
+        # start, transport, connection_made), so it is one of the connections aborted below.
+        for _ in range(3):
+            await asyncio.sleep(0)
         for connection in list(self._runtime.connections):
             connection.abort()
         if self._http is not None and self._http_task is not None:
@@ -412,6 +417,10 @@ class FakeSMTP:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        # A connection accepted just before the close was being made a transport; cancelling that closes the
+        # transport, whose socket is released by a callback on the next loop turn: run it before the loop
+        # stops, or the socket is left open (a ResourceWarning under a burst of connections).
+        await asyncio.sleep(0)
 
 
 def _bound_port(server: asyncio.Server) -> int:
