@@ -60,10 +60,14 @@ def ca_issued(
     return CertFiles(cert_path, key_path, issuer.cert_pem.bytes().decode("ascii"))
 
 
-def self_signed(tmp: Path, hostnames: Sequence[str] = DEFAULT_HOSTNAMES, *, days: int = 30) -> CertFiles:
-    """A leaf that signs itself; ca_pem is the leaf, so a client trusting it verifies the chain."""
+def self_signed(
+    tmp: Path, hostnames: Sequence[str] = DEFAULT_HOSTNAMES, *, days: int = 30, common_name: str | None = None
+) -> CertFiles:
+    """A leaf that signs itself; ca_pem is the leaf, so a client trusting it verifies the chain. Its CN is the
+    first host name unless `common_name` says otherwise (any text: the hostile-output tests plant some)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0] if hostnames else "self-signed")])
+    cn = common_name if common_name is not None else (hostnames[0] if hostnames else "self-signed")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()

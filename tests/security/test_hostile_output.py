@@ -12,15 +12,10 @@ import base64
 import io
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from markdown_it import MarkdownIt
 from rich.console import Console
 
@@ -30,6 +25,7 @@ from diag.report import Report, Status
 from diag.runner import run
 from diag.service.app import create_app
 from fake_smtp import FakeSMTP
+from tests import certs
 from tests import peer as hostile
 from tests.peer import Peer, Reader, Writer, send
 from tests.service.helpers import api_client, config_for, make_settings
@@ -138,30 +134,11 @@ async def test_markdown_from_replies_stays_in_code_spans_and_the_fenced_transcri
 def hostile_certificate(tmp_path: Path) -> tuple[Path, Path, str]:
     """A self-signed certificate whose CN and SANs carry a line break, a heading, a title-changing escape
     sequence and a tracking image; it is valid for neither localhost nor 127.0.0.1."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x\n# Heading \x1b]0;pwned\x07")])
-    now = datetime.now(UTC)
-    sans = [x509.DNSName(IMAGE), x509.DNSName("y\n## Heading\x1b[2J.example")]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
+    files = certs.self_signed(
+        tmp_path, [IMAGE, "y\n## Heading\x1b[2J.example"], common_name="x\n# Heading \x1b]0;pwned\x07"
     )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    cert_path, key_path = tmp_path / "hostile.cert.pem", tmp_path / "hostile.key.pem"
-    cert_path.write_bytes(pem)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path, pem.decode("ascii")
+    assert files.ca_pem is not None
+    return files.cert_path, files.key_path, files.ca_pem
 
 
 async def test_certificate_names_are_described_cleanly(tmp_path: Path, fake_smtp_factory: Any) -> None:

@@ -125,12 +125,18 @@ def test_retention_purges_old_reports(backend: Backend) -> None:
 def test_two_processes_worth_of_connections_share_the_database(backend: Backend) -> None:
     """Each worker has its own connection (SQLite: WAL and the busy timeout; PostgreSQL: a pool each)."""
     stores = [backend.open() for _ in range(4)]
+    assert save_at_once(stores, lambda n, i: report(f"w{n}-{i}")) == []
+    assert len(stores[0].list(limit=500)) == 100
+
+
+def save_at_once(stores: list[AnyStore], make: Callable[[int, int], Report]) -> list[BaseException]:
+    """Each store in a thread of its own saves 25 reports at the same time as the others; what they raised."""
     errors: list[BaseException] = []
 
     def write(store: AnyStore, n: int) -> None:
         try:
             for i in range(25):
-                store.save(report(f"w{n}-{i}"))
+                store.save(make(n, i))
         except BaseException as exc:
             errors.append(exc)
 
@@ -139,8 +145,7 @@ def test_two_processes_worth_of_connections_share_the_database(backend: Backend)
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
-    assert len(stores[0].list(limit=500)) == 100
+    return errors
 
 
 def test_a_missing_directory_is_created(tmp_path: Path) -> None:
@@ -191,21 +196,7 @@ def test_total_is_bounded_and_the_oldest_reports_go_first(backend: Backend) -> N
 def test_total_stays_bounded_with_several_workers_on_one_database(backend: Backend) -> None:
     """Each store is a worker's connection; the running total and the trimming stay right when they race."""
     stores = [backend.open(max_bytes=30_000) for _ in range(4)]
-    errors: list[BaseException] = []
-
-    def write(store: AnyStore, n: int) -> None:
-        try:
-            for i in range(25):
-                store.save(chatty(f"w{n}-{i:02d}"))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(s, n)) for n, s in enumerate(stores)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert save_at_once(stores, lambda n, i: chatty(f"w{n}-{i:02d}")) == []
     total = backend.sum_of_bodies()
     assert all(store.body_bytes() == total for store in stores)
     assert 0 < total <= 30_000
