@@ -26,7 +26,6 @@ import load  # bench/load.py: the HTTP load and the figures' format
 
 RUNS = int(os.environ.get("BENCH_LOOP_RUNS", "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_LOOP_CONCURRENCY", "200"))
-TICK_S = 0.01
 
 
 async def serve_child() -> None:
@@ -41,20 +40,8 @@ async def serve_child() -> None:
     configure_service_logging(settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115 - process lifetime
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn_config(create_app(settings), settings, settings.max_connections))
-    lags: list[float] = []
-    recording = asyncio.Event()
+    lags, tick = load.record_lag()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGUSR1, recording.set)
-    loop.add_signal_handler(signal.SIGUSR2, recording.clear)
-
-    async def ticker() -> None:
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(TICK_S)
-            if recording.is_set():
-                lags.append(loop.time() - t0 - TICK_S)
-
-    tick = asyncio.create_task(ticker())
     print(json.dumps({"port": sock.getsockname()[1], "loop": type(loop).__module__}), flush=True)
     await server.serve(sockets=[sock])
     tick.cancel()

@@ -74,6 +74,17 @@ async def serve_child() -> None:
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_config=None, access_log=False, limit_concurrency=None, backlog=1024)
     )
+    lags, tick = record_lag()
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    await server.serve(sockets=[sock])  # returns on SIGINT/SIGTERM
+    tick.cancel()
+    lags.sort()
+    print(json.dumps({"lag_samples": len(lags), "lag_p50_ms": pct(lags, 50) * 1000, "lag_p99_ms": pct(lags, 99) * 1000,
+                      "lag_max_ms": (lags[-1] if lags else 0.0) * 1000}), flush=True)
+
+
+def record_lag() -> tuple[list[float], asyncio.Task[None]]:
+    """This loop's lag: a ticker that, between SIGUSR1 and SIGUSR2, records how late each 10 ms tick comes."""
     lags: list[float] = []
     recording = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,13 +98,7 @@ async def serve_child() -> None:
             if recording.is_set():
                 lags.append(loop.time() - t0 - TICK_S)
 
-    tick = asyncio.create_task(ticker())
-    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
-    await server.serve(sockets=[sock])  # returns on SIGINT/SIGTERM
-    tick.cancel()
-    lags.sort()
-    print(json.dumps({"lag_samples": len(lags), "lag_p50_ms": pct(lags, 50) * 1000, "lag_p99_ms": pct(lags, 99) * 1000,
-                      "lag_max_ms": (lags[-1] if lags else 0.0) * 1000}), flush=True)
+    return lags, asyncio.create_task(ticker())
 
 
 def pct(values: list[float], p: float) -> float:
