@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import os
+import re
 import ssl
 import sys
 import threading
@@ -172,7 +174,10 @@ _BUILD_LOCK: Final = threading.Lock()
 
 
 def _build_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    directory = lazy_trust_directory(ssl.get_default_verify_paths())
+    # With a directory, OpenSSL reads a CA when a chain needs it; otherwise it parses the whole system bundle
+    # up front (~20 ms of CPU, under the GIL in Python 3.11) even for a context that verifies nothing.
+    context = ssl.create_default_context(capath=directory) if directory else ssl.create_default_context()
     if not verify:
         context.check_hostname = False  # must come before CERT_NONE, or ssl refuses
         context.verify_mode = ssl.CERT_NONE
@@ -183,6 +188,41 @@ def _build_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext:
         except (ssl.SSLError, ValueError, TypeError) as exc:
             raise ValueError(f"the CA bundle is not usable PEM certificate text: {exc}") from exc
     return context
+
+
+def lazy_trust_directory(paths: ssl.DefaultVerifyPaths) -> str | None:
+    """The system's hashed CA directory, when it holds every CA of the system bundle file; else None.
+
+    OpenSSL's default trust is a bundle file plus a directory of certificates named by subject hash
+    (`openssl rehash`; Debian's update-ca-certificates writes both from the same list). The file is parsed
+    whole when a context is made; the directory is read lazily, one issuer per lookup. So a context that
+    trusts the directory alone trusts the same CAs and costs ~1 ms instead of ~20 ms of CPU (issue 13: the
+    start-up of `smtp-diag check`). Only when the two are the distribution's pair: the file in use (after
+    SSL_CERT_FILE) is OpenSSL's own default, and the directory has at least as many hash links as the file has
+    certificates. A bundle of one's own, another layout or a file edited by hand is loaded whole, as always.
+    """
+    if not paths.capath:
+        return None
+    bundle = b""
+    if paths.cafile:  # None when there is no file: OpenSSL then has the directory alone too
+        if os.path.realpath(paths.cafile) != os.path.realpath(paths.openssl_cafile):
+            return None
+        try:
+            with open(paths.cafile, "rb") as file:
+                bundle = file.read(_MAX_SYSTEM_BUNDLE_BYTES + 1)
+        except OSError:
+            return None
+    if len(bundle) > _MAX_SYSTEM_BUNDLE_BYTES:
+        return None  # not counted whole: let OpenSSL load it as it always would
+    try:
+        links = sum(1 for name in os.listdir(paths.capath) if _HASH_LINK.fullmatch(name))
+    except OSError:
+        return None
+    return paths.capath if links and links >= bundle.count(b"-----BEGIN CERTIFICATE-----") else None
+
+
+_HASH_LINK: Final = re.compile(r"[0-9a-f]{8}\.[0-9]+")  # what `openssl rehash` names a CA: subject hash, index
+_MAX_SYSTEM_BUNDLE_BYTES: Final = 16 * 1024 * 1024
 
 
 def trust_kind(err: ssl.SSLCertVerificationError) -> TlsKind:

@@ -28,6 +28,7 @@ from diag.certs import (
     describe_certificate,
     expiry_warning_days,
     handshake_kind,
+    lazy_trust_directory,
     trust_detail,
     trust_kind,
 )
@@ -160,7 +161,71 @@ def test_verifying_context_checks_chain_and_hostname() -> None:
     context = client_context(ca_bundle=None, verify=True)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname is True
-    assert context.cert_store_stats()["x509_ca"] == len(ssl.create_default_context().get_ca_certs())
+    # The system's CAs: read lazily from the hashed directory where it holds them all, else loaded up front.
+    loaded_up_front = len(ssl.create_default_context().get_ca_certs())
+    lazily = lazy_trust_directory(ssl.get_default_verify_paths()) is not None
+    assert context.cert_store_stats()["x509_ca"] == (0 if lazily else loaded_up_front)
+
+
+def hashed_directory(tmp: Path, *ca_pems: str) -> Path:
+    """A CA directory as `openssl rehash` makes it: each CA in a file named by its subject hash."""
+    directory = tmp / "certs"
+    directory.mkdir()
+    for pem in ca_pems:
+        name = subprocess.run(
+            ["openssl", "x509", "-subject_hash", "-noout"], input=pem, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        (directory / f"{name}.0").write_text(pem)
+    return directory
+
+
+def trust_paths(
+    bundle: Path | None, directory: Path | None, *, default_bundle: Path | None = None
+) -> ssl.DefaultVerifyPaths:
+    """What ssl.get_default_verify_paths() says on a system whose OpenSSL default bundle is `default_bundle`
+    (the bundle itself unless given) and whose SSL_CERT_FILE / SSL_CERT_DIR resolve to `bundle`, `directory`."""
+    default = default_bundle or bundle
+    return ssl.DefaultVerifyPaths(
+        str(bundle) if bundle else None, str(directory) if directory else None,
+        "SSL_CERT_FILE", str(default), "SSL_CERT_DIR", str(directory),
+    )
+
+
+async def test_the_hashed_directory_stands_for_the_bundle_it_matches_and_verifies_lazily(tmp_path: Path) -> None:
+    files = certs.ca_issued(tmp_path)
+    assert files.ca_pem is not None
+    bundle = tmp_path / "ca-certificates.crt"
+    bundle.write_text(files.ca_pem)
+    directory = hashed_directory(tmp_path, files.ca_pem)
+    assert lazy_trust_directory(trust_paths(bundle, directory)) == str(directory)
+    assert lazy_trust_directory(trust_paths(None, directory)) == str(directory)  # no file: the directory alone
+
+    context = ssl.create_default_context(capath=lazy_trust_directory(trust_paths(bundle, directory)))
+    assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
+    async with tls_server(files.server_context()) as port:
+        done = await shake_hands(port, context, "localhost")
+    assert done.leaf_der == files.leaf_der
+    assert context.cert_store_stats()["x509_ca"] == 1  # read when the chain needed it
+
+
+def test_the_bundle_is_loaded_whole_unless_the_directory_matches_it(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ours, other = certs.ca_issued(tmp_path / "a"), certs.ca_issued(tmp_path / "b")
+    assert ours.ca_pem is not None and other.ca_pem is not None
+    directory = hashed_directory(tmp_path, ours.ca_pem)
+    two = tmp_path / "two.crt"
+    two.write_text(ours.ca_pem + other.ca_pem)
+    one = tmp_path / "one.crt"
+    one.write_text(ours.ca_pem)
+    assert lazy_trust_directory(trust_paths(two, directory)) is None  # a CA of the file is not in the directory
+    # SSL_CERT_FILE names a bundle of one's own, not OpenSSL's default: it is loaded, whatever the directory holds
+    assert lazy_trust_directory(trust_paths(one, directory, default_bundle=two)) is None
+    assert lazy_trust_directory(trust_paths(one, None)) is None  # no directory
+    assert lazy_trust_directory(trust_paths(one, tmp_path / "missing")) is None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert lazy_trust_directory(trust_paths(None, empty)) is None  # a directory without hash links
 
 
 def test_ca_bundle_adds_to_the_system_cas(tmp_path: Path) -> None:

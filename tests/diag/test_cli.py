@@ -1,7 +1,8 @@
 """`smtp-diag`: exit codes, output modes, live output, Ctrl-C and secrets, as a real process against a real peer.
 
 Usage errors are checked in-process through `main(argv, ...)` (they never touch the network); everything that
-runs a diagnosis runs `python -m diag.cli` as a subprocess against FakeSMTP or a real loopback socket.
+runs a diagnosis runs `python -m diag` (what the `smtp-diag` command runs) as a subprocess against FakeSMTP or a
+real loopback socket.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def run_cli(
     *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "diag.cli", *args],
+        [sys.executable, "-m", "diag", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -328,7 +329,7 @@ def test_stages_stream_live_and_ctrl_c_exits_130_without_traceback() -> None:
     on the process's output, so the peer runs on a loop in a thread of its own."""
     with Peer(never_greets) as listener:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "diag.cli", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
+            [sys.executable, "-m", "diag", *check_args("127.0.0.1", listener.port, "--timeout", "30")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -436,6 +437,31 @@ def test_check_imports_only_what_its_run_uses(anonymous_server: FakeSMTP) -> Non
     assert result["loaded"] == []
 
 
+@pytest.mark.parametrize("mode", ["--json", "--markdown", None])
+def test_the_command_writes_its_whole_answer_before_it_ends_its_process(
+    anonymous_server: FakeSMTP, tmp_path: Path, mode: str | None
+) -> None:
+    """`smtp-diag` ends its process without Python's finalisation (diag/__main__.py, issue 13), so what the
+    standard streams still buffer must be written first. Into a file and without PYTHONUNBUFFERED, stdout is
+    block-buffered: a report cut short, or none at all, if the command forgot."""
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONUNBUFFERED"}
+    out_path, err_path = tmp_path / "out", tmp_path / "err"
+    args = check_args("localhost", anonymous_server.port, "--tls-mode", "none", *([mode] if mode else []))
+    with out_path.open("w") as out, err_path.open("w") as err:
+        done = subprocess.run([sys.executable, "-m", "diag", *args], stdout=out, stderr=err, cwd=REPO, env=env,
+                              timeout=50, check=False)  # fmt: skip
+    written = out_path.read_text()
+    assert done.returncode == 0, written + err_path.read_text()
+    if mode == "--json":
+        assert json.loads(written)["verdict"] == "valid"
+    elif mode == "--markdown":
+        # its last section, the configuration table, to its last row
+        assert written.splitlines()[-1].startswith("| helo_name |"), written[-300:]
+    else:
+        assert "Verdict: VALID" in written
+    assert err_path.read_text() == ""
+
+
 def test_version_prints_the_tool_and_its_version() -> None:
     out = io.StringIO()
     assert main(["--version"], stdout=out, stderr=io.StringIO()) == 0
@@ -468,7 +494,7 @@ def run_on_a_tty(args: list[str]) -> tuple[int, str]:
     import pty
 
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "diag.cli", *args], stdout=follower, stderr=follower,
+    proc = subprocess.Popen([sys.executable, "-m", "diag", *args], stdout=follower, stderr=follower,
                             stdin=subprocess.DEVNULL, cwd=REPO, env=cli_env(TERM="xterm"))
     os.close(follower)
     chunks: list[bytes] = []

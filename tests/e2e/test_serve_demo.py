@@ -30,7 +30,7 @@ class Service:
         env.pop("DIAG_API_TOKEN", None)
         self.process = subprocess.Popen(
             # Port 0: the service binds any free port and prints the real URL (no race with other workers).
-            [sys.executable, "-m", "diag.cli", "serve", "--demo", "--port", "0"],
+            [sys.executable, "-m", "diag", "serve", "--demo", "--port", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         self.stderr_lines: list[str] = []

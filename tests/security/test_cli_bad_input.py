@@ -75,7 +75,7 @@ def test_bad_invocation_is_one_line_and_exit_2(name: str, tmp_path: Path, fake_s
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIAG_")}
     with smtp_connections() as connections:
         result = subprocess.run(
-            [sys.executable, "-m", "diag.cli", *argv], input="", capture_output=True, text=True,
+            [sys.executable, "-m", "diag", *argv], input="", capture_output=True, text=True,
             timeout=30, check=False, env=env,
         )  # fmt: skip
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)

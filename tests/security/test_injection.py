@@ -97,7 +97,7 @@ def test_header_text_without_line_breaks_is_refused_under_its_field(
 def cli(args: list[str], *, password: str = "password") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, PASSWORD_ENV: password, "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "diag.cli", "check", *args],
+        [sys.executable, "-m", "diag", "check", *args],
         capture_output=True, text=True, timeout=30, check=False, env=env,
     )  # fmt: skip
 
@@ -145,7 +145,7 @@ def test_cli_refuses_control_characters_in_a_password_from_stdin(fake_smtp: Fake
     args = [a for a in args if a not in ("--password-env", PASSWORD_ENV)] + ["--password-stdin"]
     with smtp_connections() as connections:
         result = subprocess.run(
-            [sys.executable, "-m", "diag.cli", "check", *args], input=password + "\n",
+            [sys.executable, "-m", "diag", "check", *args], input=password + "\n",
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
     assert_usage_error(result, "--password-stdin")

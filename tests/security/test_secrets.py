@@ -82,7 +82,7 @@ def test_cli_outputs(server: FakeSMTP, json_logs: io.StringIO, output: list[str]
     assert server.ca_pem is not None
     env = {**os.environ, "SMTP_PASSWORD": password, "DIAG_API_TOKEN": TOKEN, "NO_COLOR": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "diag.cli", "check", "--profile", "generic", "--host", "localhost",
+        [sys.executable, "-m", "diag", "check", "--profile", "generic", "--host", "localhost",
          "--port", str(server.port), "--from-email", FROM, "--username", USER, "--password-env", "SMTP_PASSWORD",
          "--tls-mode", "starttls",
          "--ca-file", str(server.ca_pem), "--timeout", "5", *output],

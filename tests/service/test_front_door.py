@@ -39,7 +39,7 @@ class ServeProcess:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile if isinstance(nofile, tuple) else (nofile, nofile))
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "diag.cli", "serve"],
+            [sys.executable, "-m", "diag", "serve"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, preexec_fn=low_limit,
         )  # fmt: skip
         self.stderr_bytes = 0

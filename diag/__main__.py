@@ -1,0 +1,50 @@
+"""The `smtp-diag` command (and `python -m diag`): the CLI in a process that ends as soon as its answer is out.
+
+Two things a bare `diag.cli:main` entry point cannot do:
+
+- End the process without tearing the interpreter down. After a `check`, Python's finalisation frees module by
+  module what the run loaded (asyncio, OpenSSL's contexts, cryptography's bindings): 10-25 ms on this project's
+  machines, after the report is already written, in every `smtp-diag check` a person or a script waits for
+  (issue 13, docs/performance.md). What finalisation would still do that matters is done here first: the
+  standard streams and the logging handlers are flushed. Nothing else of ours needs it: the CLI keeps no file
+  open for writing, and the service closes its report store in its lifespan, before `serve` returns.
+- Say "interrupted" for a Ctrl-C that comes while the CLI's modules are still being imported, instead of a
+  traceback (the CLI catches it only once it runs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+EXIT_INTERRUPTED = 130  # diag.cli.EXIT_INTERRUPTED, repeated: importing diag.cli is what may be interrupted
+
+
+def main() -> NoReturn:
+    try:
+        from diag import cli
+
+        code = cli.main()
+    except KeyboardInterrupt:
+        sys.stderr.write("\nsmtp-diag: interrupted\n")
+        code = EXIT_INTERRUPTED
+    end_process(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """Flush what finalisation would have flushed, then leave at once with `code`."""
+    if "logging" in sys.modules:  # asyncio imports it; a `--help` never does
+        import logging
+
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the reader left (a closed pipe), or the stream is closed: nothing to save
+            pass
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
