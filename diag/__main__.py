@@ -14,6 +14,7 @@ Two things a bare `diag.cli:main` entry point cannot do:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import NoReturn
@@ -39,10 +40,9 @@ def end_process(code: int) -> NoReturn:
 
         logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        # OSError: the reader left (a closed pipe); ValueError: the stream is closed. Nothing to save either way.
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):  # the reader left (a closed pipe), or the stream is closed: nothing to save
-            pass
     os._exit(code)
 
 
