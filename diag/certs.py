@@ -209,11 +209,11 @@ def lazy_trust_directory(paths: ssl.DefaultVerifyPaths) -> str | None:
             return None
         try:
             with open(paths.cafile, "rb") as file:
-                bundle = file.read(_MAX_SYSTEM_BUNDLE_BYTES + 1)
+                if os.fstat(file.fileno()).st_size > _MAX_SYSTEM_BUNDLE_BYTES:
+                    return None  # not counted here: let OpenSSL load it as it always would
+                bundle = file.read()  # (a read with a limit would allocate the whole limit at once)
         except OSError:
             return None
-    if len(bundle) > _MAX_SYSTEM_BUNDLE_BYTES:
-        return None  # not counted whole: let OpenSSL load it as it always would
     try:
         links = sum(1 for name in os.listdir(paths.capath) if _HASH_LINK.fullmatch(name))
     except OSError:
