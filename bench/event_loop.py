@@ -62,7 +62,9 @@ def start(loop_name: str, smtp_port: int, db_dir: str) -> tuple[subprocess.Popen
     first = child.stdout.readline()
     if not first:
         raise SystemExit("the service did not start")
-    return child, f"http://127.0.0.1:{json.loads(first)['port']}"
+    started = json.loads(first)
+    print(f"    ({loop_name} side: the child's running loop is from {started['loop']})")
+    return child, f"http://127.0.0.1:{started['port']}"
 
 
 def side(loop_name: str, smtp_port: int, payload: dict[str, Any], db_dir: str) -> tuple[float, float] | None:

@@ -75,7 +75,9 @@ async def serve_child() -> None:
         uvicorn.Config(create_app(settings), log_config=None, access_log=False, limit_concurrency=None, backlog=1024)
     )
     lags, tick = record_lag()
-    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    from diag.service.event_loop import running_loop_name
+
+    print(json.dumps({"port": sock.getsockname()[1], "loop": running_loop_name()}), flush=True)
     await server.serve(sockets=[sock])  # returns on SIGINT/SIGTERM
     tick.cancel()
     lags.sort()
@@ -206,7 +208,9 @@ def start_service(port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
     first = child.stdout.readline()
     if not first:
         raise SystemExit("the service did not start")
-    return child, f"http://127.0.0.1:{json.loads(first)['port']}"
+    started = json.loads(first)
+    print(f"    (service on the {started.get('loop', 'asyncio')} event loop, as `smtp-diag serve` runs it)")
+    return child, f"http://127.0.0.1:{started['port']}"
 
 
 def stop_service(child: subprocess.Popen[str]) -> dict[str, Any]:
@@ -339,8 +343,11 @@ def fake_figures() -> None:
 def main() -> int:
     if sys.argv[1:] == ["--serve"]:
         # uvicorn re-raises the SIGINT that stopped it, after a clean shutdown
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_child())
+        from diag.service.event_loop import service_loop
+
+        # On the loop `serve` runs on (uvloop, else asyncio).
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=service_loop()[1]) as runner:
+            runner.run(serve_child())
         return 0
     from diag.logging import configure_logging
 

@@ -4,6 +4,8 @@ gets through, the rest are counted).
 asyncio logs "socket.accept() out of system resource" for every failed accept when the process runs out of
 file descriptors, and Python 3.11 keeps calling accept() after the first failure (up to the listen backlog
 times per wake-up, each time scheduling another retry): 150 MB of log in 30 s. One line says it all.
+uvloop logs nothing for a failed accept(); the service's own check (descriptors.py) says it instead, and is
+bounded the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from typing import Final, TextIO
 
 from diag.logging import configure_logging
+from diag.service.descriptors import DESCRIPTORS_EXHAUSTED
 
 ACCEPT_ERROR: Final = "socket.accept() out of system resource"
 
@@ -48,11 +51,13 @@ class OncePerInterval(logging.Filter):
 
 
 ACCEPT_ERRORS: Final = OncePerInterval(ACCEPT_ERROR, interval_s=10.0)
+EXHAUSTED_DESCRIPTORS: Final = OncePerInterval(DESCRIPTORS_EXHAUSTED, interval_s=10.0)
 
 
 def limit_accept_errors() -> None:
     """Idempotent: a filter object is added to a logger once."""
     logging.getLogger("asyncio").addFilter(ACCEPT_ERRORS)
+    logging.getLogger("diag.service.descriptors").addFilter(EXHAUSTED_DESCRIPTORS)
 
 
 def configure_service_logging(level: str, stream: TextIO | None = None) -> None:

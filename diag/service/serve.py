@@ -6,6 +6,7 @@ service accepts connections from the moment it is printed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import resource
@@ -19,6 +20,8 @@ import uvicorn
 
 from diag.service.app import allowed_hosts, create_app
 from diag.service.connections import ConnectionGuard, guarded_protocol
+from diag.service.descriptors import watch_descriptors
+from diag.service.event_loop import running_loop_name, service_loop
 from diag.service.logs import configure_service_logging
 from diag.service.settings import Settings, SettingsError, is_loopback_host
 
@@ -80,6 +83,7 @@ def uvicorn_config(app: Any, settings: Settings, max_connections: int) -> uvicor
     # would also answer 503 to the request of a connection the guard has just admitted at the cap.
     return uvicorn.Config(
         app,
+        loop=service_loop()[0],  # what run_server runs; uvicorn.Server.run would pick the same
         http=guarded_protocol(guard),
         backlog=ACCEPT_BACKLOG,
         timeout_keep_alive=settings.keep_alive_s,
@@ -107,6 +111,25 @@ def accepted_hosts_line(settings: Settings) -> str:
     hosts = allowed_hosts(settings).hosts
     source = "DIAG_ALLOWED_HOSTS" if settings.allowed_hosts is not None else "the default; set DIAG_ALLOWED_HOSTS"
     return f"{', '.join(hosts)} (any port; {source} to change)"
+
+
+async def serve_until_stopped(server: uvicorn.Server, sock: socket.socket, url: str, err: TextIO) -> None:
+    """uvicorn's serve, with the descriptor watch beside it (uvloop reports no failed accept() itself)."""
+    print(f"smtp-diag: event loop {running_loop_name()}", file=err)
+    print(f"smtp-diag: serving on {url}", file=err, flush=True)
+    watch = asyncio.create_task(watch_descriptors())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+
+def run_server(server: uvicorn.Server, sock: socket.socket, url: str, err: TextIO) -> None:
+    """On the service's loop (event_loop.service_loop: uvloop, else asyncio), as uvicorn.Server.run would."""
+    with asyncio.Runner(loop_factory=service_loop()[1]) as runner:
+        runner.run(serve_until_stopped(server, sock, url, err))
 
 
 def _stopped_by_sigterm(signum: int, frame: object) -> None:
@@ -162,7 +185,6 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
         app = create_app(settings, presets=presets)
         bound_port = sock.getsockname()[1]
         print(f"smtp-diag: accepting Host headers {accepted_hosts_line(settings)}", file=err)
-        print(f"smtp-diag: serving on {url_for(host, bound_port)}", file=err, flush=True)
         config = uvicorn_config(app, settings, max_connections)
         # Ctrl-C / SIGTERM is how a server is stopped: uvicorn shuts down cleanly, then re-raises the
         # KeyboardInterrupt; that is a normal end (exit 0), not an interrupted command (130).
@@ -171,7 +193,7 @@ def main(host: str | None = None, port: int | None = None, demo: bool = False, *
         previous = signal.signal(signal.SIGTERM, _stopped_by_sigterm)
         try:
             with contextlib.suppress(KeyboardInterrupt):
-                uvicorn.Server(config).run(sockets=[sock])
+                run_server(uvicorn.Server(config), sock, url_for(host, bound_port), err)
         finally:
             signal.signal(signal.SIGTERM, previous)
         print("smtp-diag: stopped", file=err, flush=True)
