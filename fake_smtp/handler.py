@@ -9,11 +9,13 @@ the STARTTLS and DATA commands before their reply) stays in `protocol.FakeSMTPPr
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from fake_smtp.auth import AUTH_NOT_ENABLED, ENCRYPTION_REQUIRED, cram_md5
+from fake_smtp.dispatch import HANDLER_PREFIXES, dispatch_names
 from fake_smtp.logs import logger
 from fake_smtp.policies import Envelope as PolicyEnvelope
 from fake_smtp.protocol import INTERNAL_ERROR, FakeSMTPProtocol, Runtime
@@ -24,6 +26,11 @@ class Handler:
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+
+    # aiosmtpd lists the handler's members on every connection to find its hooks and AUTH mechanisms;
+    # answering with those alone makes each connection's set-up cheaper (fake_smtp/dispatch.py says why).
+    def __dir__(self) -> Iterable[str]:
+        return dispatch_names(type(self), HANDLER_PREFIXES)
 
     async def handle_EHLO(
         self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, hostname: str,
