@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 
@@ -142,14 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging() -> None:
+def configure_logging(logger_factory: Callable[..., Any] | None = None) -> None:
+    """The CLI's log lines on stderr; bench/fake_server.py passes a factory that drops the rendered line."""
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             structlog.dev.ConsoleRenderer(colors=False),
         ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=logger_factory or structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     # aiosmtpd's own logger repeats what we log; keep only its errors.
