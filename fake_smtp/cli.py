@@ -27,6 +27,7 @@ import structlog
 
 from fake_smtp.address_rules import parse_address_rule
 from fake_smtp.cert_faults import parse_cert_fault
+from fake_smtp.console import ConsoleLine
 from fake_smtp.event_loop import LOOP_CHOICES
 from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import MAX_SEED, parse_fault
@@ -148,7 +149,7 @@ def configure_logging(logger_factory: Callable[..., Any] | None = None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
-            structlog.dev.ConsoleRenderer(colors=False),
+            ConsoleLine(),  # ConsoleRenderer(colors=False)'s text, cheaper per line
         ],
         logger_factory=logger_factory or structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
