@@ -84,7 +84,7 @@ class FakeSMTPProtocol(SMTP):
         self._runtime = runtime
         self.implicit_tls = implicit_tls
         self._auth_needs_tls = auth_needs_tls
-        self.log: Any = logger()
+        self.log: Any = None  # bound to the session in connection_made, before anything logs
         self._hide_starttls = False
         self.hide_auth = runtime.credentials is None
 
