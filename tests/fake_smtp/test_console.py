@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import structlog
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_smtp import FakeSMTP
@@ -28,6 +28,7 @@ _events = st.fixed_dictionaries(
 ).flatmap(lambda fixed: st.dictionaries(_keys, _values, max_size=6).map(lambda extra: {**extra, **fixed}))
 
 
+@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(_events)
 def test_a_line_is_console_renderers_line(event: dict[str, Any]) -> None:
     assert ConsoleLine()(None, "info", dict(event)) == structlog.dev.ConsoleRenderer(colors=False)(
