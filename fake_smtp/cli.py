@@ -21,12 +21,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 
 from fake_smtp.address_rules import parse_address_rule
 from fake_smtp.cert_faults import parse_cert_fault
+from fake_smtp.console import ConsoleLine
 from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import MAX_SEED, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
@@ -139,14 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging() -> None:
+def configure_logging(logger_factory: Callable[..., Any] | None = None) -> None:
+    """The CLI's log lines on stderr; bench/fake_server.py passes a factory that drops the rendered line."""
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
-            structlog.dev.ConsoleRenderer(colors=False),
+            ConsoleLine(),  # ConsoleRenderer(colors=False)'s text, cheaper per line
         ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=logger_factory or structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     # aiosmtpd's own logger repeats what we log; keep only its errors.

@@ -9,11 +9,13 @@ the STARTTLS and DATA commands before their reply) stays in `protocol.FakeSMTPPr
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from fake_smtp.auth import AUTH_NOT_ENABLED, ENCRYPTION_REQUIRED, cram_md5
+from fake_smtp.dispatch import HANDLER_PREFIXES, dispatch_names
 from fake_smtp.logs import logger
 from fake_smtp.policies import Envelope as PolicyEnvelope
 from fake_smtp.protocol import INTERNAL_ERROR, FakeSMTPProtocol, Runtime
@@ -24,6 +26,15 @@ class Handler:
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        # aiosmtpd reads the EHLO hook's signature on every new connection (to tell its deprecated 4-argument
+        # form from this one). A bound method's signature is rebuilt on each call of inspect.signature; this
+        # hook is bound once per server and carries its signature, returned as it is (issue 13).
+        self.__dict__["handle_EHLO"] = _PresignedHook(self.handle_EHLO)
+
+    # aiosmtpd lists the handler's members on every connection to find its hooks and AUTH mechanisms;
+    # answering with those alone makes each connection's set-up cheaper (fake_smtp/dispatch.py says why).
+    def __dir__(self) -> Iterable[str]:
+        return dispatch_names(type(self), HANDLER_PREFIXES)
 
     async def handle_EHLO(
         self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, hostname: str,
@@ -34,11 +45,6 @@ class Handler:
             return [reply]
         session.host_name = hostname  # the 5-argument hook must do this itself
         return server.advertised(responses)
-
-    # aiosmtpd reads this hook's signature on every new connection (to tell its deprecated 4-argument form
-    # from this one); a signature set on the function is returned at once instead of being worked out
-    # again from the code object: ~15 µs of each connection's ~0.15 ms of CPU in the fake (issue 13).
-    handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_HELO(
         self, server: FakeSMTPProtocol, session: Session, envelope: Envelope, hostname: str
@@ -131,6 +137,18 @@ class Handler:
         # No traceback: structlog could render locals, and a local may hold AUTH data.
         logger().error("session error", error_type=type(error).__name__)
         return INTERNAL_ERROR
+
+
+class _PresignedHook:
+    """A bound handler hook with its signature worked out once: inspect.signature returns `__signature__` of
+    anything that is not a method without looking further."""
+
+    def __init__(self, hook: Callable[..., Awaitable[Any]]) -> None:
+        self._hook = hook
+        self.__signature__ = inspect.signature(hook)
+
+    def __call__(self, *args: Any) -> Awaitable[Any]:
+        return self._hook(*args)
 
 
 def policy_envelope(

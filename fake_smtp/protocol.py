@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session
 
 from fake_smtp.auth import LOGIN_REQUIRED, Authenticator, AuthReplies, Credentials
+from fake_smtp.dispatch import PROTOCOL_PREFIXES, dispatch_names
 from fake_smtp.faults import FaultPlan
 from fake_smtp.logs import logger
 from fake_smtp.mailbox import Mailbox
@@ -82,9 +84,14 @@ class FakeSMTPProtocol(SMTP):
         self._runtime = runtime
         self.implicit_tls = implicit_tls
         self._auth_needs_tls = auth_needs_tls
-        self.log: Any = logger()
+        self.log: Any = None  # bound to the session in connection_made, before anything logs
         self._hide_starttls = False
         self.hide_auth = runtime.credentials is None
+
+    # aiosmtpd lists the protocol's members on every connection to find its commands and AUTH mechanisms;
+    # answering with those alone makes each connection's set-up cheaper (fake_smtp/dispatch.py says why).
+    def __dir__(self) -> Iterable[str]:
+        return dispatch_names(type(self), PROTOCOL_PREFIXES)
 
     # aiosmtpd's documented hook for custom sessions: ours does not log a deprecation warning per login.
     def _create_session(self) -> Session:
