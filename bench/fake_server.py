@@ -1,9 +1,10 @@
 """Messages per second: the fake server (anonymous, plaintext) vs bare aiosmtpd with a Sink handler, and
 vs maildev (npm), a peer written for the same job (issue 13).
 
-The fake runs as shipped, on asyncio's loop. Bare aiosmtpd runs on asyncio's loop (the target's reference)
-and, when uvloop is installed (`pip install uvloop`; it is in no extra: uvicorn would pick it for `serve`),
-on uvloop's ("bare-uvloop"), to show what the loop alone is worth.
+The fake runs as shipped: on uvloop when it is installed (fake_smtp/event_loop.py). So that the comparison
+stays honest, bare aiosmtpd runs on asyncio's loop (the target's reference) and on uvloop's, and the fake
+also on asyncio's ("fake-asyncio"): the fake's own cost against aiosmtpd's is fake/bare-uvloop and
+fake-asyncio/bare.
 
 Same run, same client, same messages: N messages sent with aiosmtplib, a few connections at a time, in two
 modes: a new connection per message, and each connection reused for its share of the messages. Each round
@@ -38,6 +39,7 @@ from aiosmtpd.smtp import SMTP
 
 from fake_smtp import FakeSMTP
 from fake_smtp.cli import configure_logging
+from fake_smtp.event_loop import new_event_loop
 
 MESSAGES = 300
 CONCURRENCY = 4
@@ -49,12 +51,7 @@ MAILDEV_VERSION = "3"
 @contextmanager
 def bare_aiosmtpd(event_loop: str = "asyncio") -> Iterator[int]:
     """aiosmtpd + Sink on its own loop thread, like FakeSMTP, so both sides pay the same thread hop."""
-    if event_loop == "uvloop":
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
+    loop = new_event_loop(event_loop)  # type: ignore[arg-type]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
 
@@ -163,6 +160,10 @@ def main() -> None:
     with ExitStack() as stack:
         fake = stack.enter_context(FakeSMTP(max_messages=MESSAGES * ROUNDS * 4))
         servers = [("fake", fake.port)]
+        fakes = [fake]
+        if fake.event_loop != "asyncio":
+            fakes.append(stack.enter_context(FakeSMTP(max_messages=MESSAGES * ROUNDS * 4, event_loop="asyncio")))
+            servers.append(("fake-asyncio", fakes[-1].port))
         servers.append(("bare", stack.enter_context(bare_aiosmtpd("asyncio"))))
         if importlib.util.find_spec("uvloop") is not None:
             servers.append(("bare-uvloop", stack.enter_context(bare_aiosmtpd("uvloop"))))
@@ -171,6 +172,7 @@ def main() -> None:
         maildev_port = stack.enter_context(maildev())
         if maildev_port is not None:
             servers.append(("maildev", maildev_port))
+        print(f"fake: FakeSMTP on {fake.event_loop}")
         for reuse in (False, True):
             for _, port in servers:  # warm-up, every server
                 asyncio.run(send_all(port, reuse=reuse))
@@ -178,7 +180,7 @@ def main() -> None:
                 turn = round_index % len(servers)
                 for name, port in servers[turn:] + servers[:turn]:
                     rates.setdefault((name, reuse), []).append(asyncio.run(send_all(port, reuse=reuse)))
-        assert len(fake.messages) == MESSAGES * (ROUNDS + 1) * 2
+        assert all(len(each.messages) == MESSAGES * (ROUNDS + 1) * 2 for each in fakes)
     print(f"{MESSAGES} messages x {ROUNDS} rounds, {CONCURRENCY} concurrent connections")
     for reuse in (False, True):
         print("reused connections:" if reuse else "a new connection per message:")
@@ -189,6 +191,8 @@ def main() -> None:
         print(f"  ratio fake/bare: {medians['fake'] / medians['bare']:.2f} (target >= 0.9)")
         if "bare-uvloop" in medians:
             print(f"  ratio fake/bare-uvloop: {medians['fake'] / medians['bare-uvloop']:.2f}")
+        if "fake-asyncio" in medians:
+            print(f"  ratio fake-asyncio/bare: {medians['fake-asyncio'] / medians['bare']:.2f}")
         if "maildev" in medians:
             print(f"  ratio fake/maildev: {medians['fake'] / medians['maildev']:.2f} (target >= 1.0)")
 

@@ -28,6 +28,7 @@ import structlog
 from fake_smtp.address_rules import parse_address_rule
 from fake_smtp.cert_faults import parse_cert_fault
 from fake_smtp.console import ConsoleLine
+from fake_smtp.event_loop import LOOP_CHOICES
 from fake_smtp.exposure import exposure_warning
 from fake_smtp.faults import MAX_SEED, parse_fault
 from fake_smtp.mailbox import DEFAULT_MAX_BYTES
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-scenarios", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--seed", type=_seed, help="seed for the faults' chance (@P) and delay ranges; "
                         "the one in use is printed as 'seed N' so a run can be replayed")
+    parser.add_argument("--event-loop", choices=LOOP_CHOICES, default="auto",
+                        help="auto (uvloop when installed, else asyncio), asyncio or uvloop")
     parser.add_argument("--http-port", type=_port, help="serve the inbox JSON API on this port")
     parser.add_argument("--inbox-token-env", metavar="NAME",
                         help="require Authorization: Bearer <token> on the inbox API, the token read from "
@@ -183,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_messages=args.max_messages, max_inbox_bytes=args.max_inbox_bytes, inbox_token=inbox_token,
             inbox_allowed_hosts=args.inbox_allowed_host, scenario=args.scenario,
             cert_fault=args.cert_fault, address_rules=args.rule, xoauth2_token=xoauth2_token,
-            xoauth2_style=args.xoauth2_style, seed=args.seed,
+            xoauth2_style=args.xoauth2_style, seed=args.seed, event_loop=args.event_loop,
         )
     except ValueError as error:
         parser.error(str(error))

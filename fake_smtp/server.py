@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib.util
 import shutil
 import socket
 import ssl
@@ -25,6 +26,7 @@ from fake_smtp.address_rules import AddressRule, AddressRules
 from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
 from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
+from fake_smtp.event_loop import LOOP_CHOICES, LoopChoice, loop_name, new_event_loop
 from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
 from fake_smtp.handler import Handler
@@ -92,6 +94,7 @@ class FakeSMTP:
         xoauth2_token: str | None = None,
         xoauth2_style: XOAuth2Style = "gmail",
         seed: int | None = None,
+        event_loop: LoopChoice = "auto",
     ) -> None:
         # A scenario sets auth, TLS, STARTTLS policy and the XOAUTH2 style unless the caller chose them
         # (non-default values win).
@@ -104,6 +107,10 @@ class FakeSMTP:
             faults = [*setup.faults, *faults]
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+        if event_loop not in LOOP_CHOICES:
+            raise ValueError(f"event_loop must be one of {', '.join(LOOP_CHOICES)}, got {event_loop!r}")
+        if event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("event_loop='uvloop' needs uvloop installed (pip install uvloop)")
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, got {tls!r}")
         if (cert is None) != (key is None):
@@ -128,6 +135,7 @@ class FakeSMTP:
         if inbox_token is not None and http_port is None:
             raise ValueError("inbox_token needs http_port (the inbox API it protects)")
         self.scenario = scenario
+        self._loop_choice: LoopChoice = event_loop
         self.auth: AuthMode = auth
         self.tls: TlsMode = tls
         self.hostname = hostname
@@ -174,6 +182,11 @@ class FakeSMTP:
     @property
     def host(self) -> str:
         return self._bind_host
+
+    @property
+    def event_loop(self) -> str | None:
+        """The loop the server runs on ('uvloop' or 'asyncio'), None while it is not started."""
+        return None if self._loop is None else loop_name(self._loop)
 
     @property
     def exposed(self) -> bool:
@@ -228,7 +241,7 @@ class FakeSMTP:
     def start(self) -> FakeSMTP:
         if self._thread is not None:
             raise RuntimeError("FakeSMTP is already started")
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop(self._loop_choice)
         self._loop = loop
         self._thread = threading.Thread(target=self._run_loop, args=(loop,), name="fake-smtp", daemon=True)
         self._thread.start()
@@ -323,7 +336,7 @@ class FakeSMTP:
                  http_port=self.http_port, auth=self.auth, tls=self.tls,
                  ca_pem=None if self.ca_pem is None else str(self.ca_pem),
                  inbox_token=self.inbox_token_set, max_inbox_bytes=self.mailbox.max_bytes, seed=self.seed,
-                 scenario=self.scenario, cert_fault=self.cert_fault)
+                 scenario=self.scenario, cert_fault=self.cert_fault, loop=loop_name(loop))
         if self.exposed:
             logger().warning("listening on a non-loopback address: other machines can reach it",
                         host=self.host, inbox_token=self.inbox_token_set)

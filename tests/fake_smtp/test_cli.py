@@ -150,6 +150,7 @@ def test_cli_inbox_token_needs_the_variable_and_the_inbox() -> None:
         (["--max-size", "0"], "positive"),
         (["--max-inbox-bytes", "1000"], "max_inbox_bytes (1000) must be at least max_size"),
         (["--inbox-allowed-host", "bad host"], "'bad host' is not a host name"),
+        (["--event-loop", "trio"], "invalid choice"),
     ],
 )
 def test_cli_bad_arguments_give_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -158,6 +159,19 @@ def test_cli_bad_arguments_give_one_line_and_exit_2(args: list[str], message: st
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("fake-smtp: error: ")
     assert message in done.stderr
+
+
+def test_cli_event_loop_asyncio_runs_and_says_so() -> None:
+    """The listening line names the loop; --event-loop asyncio keeps asyncio's even with uvloop installed."""
+    process, listeners = start("--event-loop", "asyncio")
+    try:
+        with smtplib.SMTP(listeners["smtp"][0], int(listeners["smtp"][1]), timeout=5) as smtp:
+            smtp.send_message(make_message(subject="on asyncio"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "loop=asyncio" in err and "message accepted" in err
 
 
 def test_cli_port_in_use_is_a_one_line_error() -> None:
