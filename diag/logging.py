@@ -10,6 +10,7 @@ pretty modules (~40 ms), which a `smtp-diag check` that logs nothing should not 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -55,6 +56,8 @@ def redact_text(text: str) -> str:
 
 
 def redact_value(value: Any, depth: int = 0) -> Any:
+    if type(value) in _PLAIN_SCALARS:  # most values of most lines: nothing to look at
+        return value
     if isinstance(value, Secret):
         return MASK
     if isinstance(value, str):
@@ -70,10 +73,19 @@ def redact_value(value: Any, depth: int = 0) -> Any:
 
 def _redact_item(key: Any, value: Any, depth: int) -> Any:
     # A flag such as password_set=True carries no secret; anything else under a sensitive name is masked.
-    sensitive = isinstance(key, str) and SENSITIVE_KEY.search(key) is not None
+    sensitive = isinstance(key, str) and _sensitive_key(key)
     if sensitive and value is not None and not isinstance(value, bool):
         return MASK
     return redact_value(value, depth)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few dozen names on every line (bounded: keys may come from data)
+def _sensitive_key(key: str) -> bool:
+    return SENSITIVE_KEY.search(key) is not None
+
+
+# Exactly these types (not subclasses: a str subclass could be anything): they can hold no secret text.
+_PLAIN_SCALARS: Final = frozenset({int, float, bool, type(None)})
 
 
 def redact(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
