@@ -205,44 +205,32 @@ def test_fixed_port_and_bad_options() -> None:
             FakeSMTP(**options)  # type: ignore[arg-type]
 
 
-def test_a_connection_does_not_rebuild_the_ehlo_hooks_signature(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 13: for a bound method, inspect.signature rebuilds the signature without `self` on every call,
-    and aiosmtpd calls it on every connection; the handler's EHLO hook is bound once with its signature. The
-    hook still answers EHLO (STARTTLS hidden by a fault). A spy on inspect's worker, as above."""
-    import inspect
-
-    rebuilt: list[object] = []
-    original = inspect._signature_bound_method  # type: ignore[attr-defined]
-
-    def spying(*args: object, **kwargs: object) -> object:
-        rebuilt.append(args)
-        return original(*args, **kwargs)
-
-    with FakeSMTP(tls="starttls", faults=[parse_fault("ehlo=no-starttls")]) as server:
-        monkeypatch.setattr(inspect, "_signature_bound_method", spying)
-        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
-            code, _ = client.ehlo("client.example")
-            assert code == 250 and not client.has_extn("starttls")
-    assert rebuilt == []
-
-
-def test_a_connection_does_not_work_out_the_ehlo_hooks_signature_again(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "worker",
+    [
+        "_signature_from_function",  # parsing the hook's code for its parameters
+        "_signature_bound_method",  # rebuilding a bound method's signature without `self`
+    ],
+)
+def test_a_connection_does_not_work_out_the_ehlo_hooks_signature_again(
+    monkeypatch: pytest.MonkeyPatch, worker: str
+) -> None:
     """Issue 13 (fake vs bare aiosmtpd per connection): aiosmtpd asks for the EHLO hook's signature on every
-    connection; the handler hands it over ready-made, so no connection parses a function's code for it, and
-    aiosmtpd still finds the 5-argument hook (EHLO is answered through it, STARTTLS hidden by a fault). A
-    spy on inspect's worker: no peer can see which code computed a signature."""
+    connection; the handler binds the hook once and hands the signature over ready-made, so no connection
+    works it out again, and aiosmtpd still finds the 5-argument hook (EHLO is answered through it, STARTTLS
+    hidden by a fault). A spy on inspect's workers: no peer can see which code computed a signature."""
     import inspect
 
-    worked_out: list[object] = []
-    original = inspect._signature_from_function  # type: ignore[attr-defined]
+    calls: list[object] = []
+    original = getattr(inspect, worker)
 
     def spying(*args: object, **kwargs: object) -> object:
-        worked_out.append(args[1])
+        calls.append(args)
         return original(*args, **kwargs)
 
     with FakeSMTP(tls="starttls", faults=[parse_fault("ehlo=no-starttls")]) as server:
-        monkeypatch.setattr(inspect, "_signature_from_function", spying)
+        monkeypatch.setattr(inspect, worker, spying)
         with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
             code, _ = client.ehlo("client.example")
             assert code == 250 and not client.has_extn("starttls")
-    assert worked_out == []
+    assert calls == []

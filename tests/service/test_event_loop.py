@@ -9,24 +9,19 @@ import pytest
 from diag.service.event_loop import ASYNCIO, UVLOOP, running_loop_name, service_loop
 
 
-def test_uvloop_is_the_service_loop() -> None:
-    name, factory = service_loop()
-    loop = factory()
-    try:
-        assert name == UVLOOP
-        assert loop.run_until_complete(_name_inside()) == UVLOOP
-    finally:
-        loop.close()
-
-
-def test_without_uvloop_the_service_falls_back_to_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("uvloop_importable", [True, False])
+def test_the_service_runs_on_uvloop_when_it_imports_else_on_asyncio(
+    monkeypatch: pytest.MonkeyPatch, uvloop_importable: bool
+) -> None:
     """uvloop cannot be uninstalled for one test: a None in sys.modules makes its import fail, as on Windows."""
-    monkeypatch.setitem(sys.modules, "uvloop", None)
+    if not uvloop_importable:
+        monkeypatch.setitem(sys.modules, "uvloop", None)
+    expected = UVLOOP if uvloop_importable else ASYNCIO
     name, factory = service_loop()
     loop = factory()
     try:
-        assert name == ASYNCIO
-        assert loop.run_until_complete(_name_inside()) == ASYNCIO
+        assert name == expected
+        assert loop.run_until_complete(_name_inside()) == expected
     finally:
         loop.close()
 
