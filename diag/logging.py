@@ -163,12 +163,36 @@ class LibraryLogger:
         # Not imported here: structlog that nobody imported is not configured either.
         structlog = sys.modules.get("structlog")
         if structlog is not None and structlog.is_configured():
-            getattr(structlog.get_logger(self._name), method)(event, **merged)
+            getattr(_bound_logger(structlog, self._name), method)(event, **merged)
             return
         stdlib = logging.getLogger(self._name)
         if stdlib.isEnabledFor(level):
             pairs = " ".join(f"{key}={redact_value(value)!r}" for key, value in merged.items())
             stdlib.log(level, "%s %s", event, pairs)
+
+
+# name -> (the structlog configuration it was built from, the bound logger). structlog.get_logger returns a
+# lazy proxy that assembles a new bound logger on every call (16.3 us a JSON line instead of 11.9, eleven
+# lines a run on the service's loop). structlog's own cache (cache_logger_on_first_use) would keep the first
+# logger forever, and tests (or an application) reconfigure: so the logger is rebuilt whenever any object
+# it was assembled from is no longer the configured one. Compared by identity: structlog.configure assigns
+# new objects, and capture_logs edits the processor list in place, which a cached logger holds and sees.
+_BOUND_LOGGERS: dict[str, tuple[tuple[Any, ...], Any]] = {}
+_MAX_BOUND_LOGGERS: Final = 64  # a handful of module names; bounded in case a caller invents names
+
+
+def _bound_logger(structlog: Any, name: str) -> Any:
+    config = structlog.get_config()
+    built_from = (config["processors"], config["context_class"], config["wrapper_class"], config["logger_factory"])
+    cached = _BOUND_LOGGERS.get(name)
+    if cached is not None and all(old is new for old, new in zip(cached[0], built_from, strict=True)):
+        return cached[1]
+    if len(_BOUND_LOGGERS) >= _MAX_BOUND_LOGGERS:
+        _BOUND_LOGGERS.clear()
+    # bind() with nothing assembles the logger the proxy would have used for this one line.
+    logger = structlog.get_logger(name).bind()
+    _BOUND_LOGGERS[name] = (built_from, logger)
+    return logger
 
 
 def get_logger(name: str) -> LibraryLogger:

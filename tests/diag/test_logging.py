@@ -14,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from diag.logging import configure_logging, configure_logging_on_first_record, redact, redact_text
+from diag.logging import configure_logging, configure_logging_on_first_record, get_logger, redact, redact_text
 from diag.secret import MASK, Secret
 
 PASSWORD = "pw-7b21d4-Planted"
@@ -269,3 +269,47 @@ def test_a_user_who_configures_structlog_gets_the_runs_events() -> None:
     done = _run_sync_in_a_fresh_interpreter(setup)
     events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
     assert "stage_finished" in events and events[-1] == "run_finished"
+
+
+# --- diag's own loggers keep their bound structlog logger only while the configuration stays ------------------
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_library_logger_lines_follow_every_reconfiguration() -> None:
+    """LibraryLogger keeps the structlog logger it assembled (issue 13: the per-line proxy cost the service's
+    loop 4 us a line): each way of reconfiguring must still take effect from the next line on. These pin
+    behaviour kept through the change; each fails on a cache that ignores reconfiguration."""
+    log = get_logger("diag.test").bind(run_id="r-1")
+    first, second, third = io.StringIO(), io.StringIO(), io.StringIO()
+
+    configure_logging(json=True, level="info", stream=first)
+    log.info("one", password=PASSWORD)
+    configure_logging(json=True, level="warning", stream=second)  # a new stream and a new level
+    log.info("below the new level")
+    log.warning("two", stage="dns")
+    with capture_logs() as captured:  # edits the configured processor list in place
+        log.warning("captured", stage="tls")
+    log.warning("three")
+    # An application configuring structlog its own way (the README's Python use).
+    structlog.configure(processors=[structlog.processors.JSONRenderer()],
+                        logger_factory=structlog.WriteLoggerFactory(file=third))
+    log.warning("four", token=PASSWORD)  # the level stays: they did not configure a wrapper class
+
+    assert [(line["event"], line["run_id"]) for line in json_lines(first)] == [("one", "r-1")]
+    assert json_lines(first)[0]["password"] == MASK
+    assert [(line["event"], line["level"], line.get("stage")) for line in json_lines(second)] == [
+        ("two", "warning", "dns"), ("three", "warning", None)
+    ]
+    assert captured == [{"event": "captured", "run_id": "r-1", "stage": "tls", "log_level": "warning"}]
+    assert json_lines(third) == [{"run_id": "r-1", "token": PASSWORD, "event": "four"}]  # their chain: no redact
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_library_logger_goes_back_to_stdlib_when_structlog_is_reset(caplog: pytest.LogCaptureFixture) -> None:
+    log = get_logger("diag.test")
+    configure_logging(json=True, level="info", stream=io.StringIO())
+    log.info("through structlog")
+    structlog.reset_defaults()
+    with caplog.at_level(logging.INFO, logger="diag.test"):
+        log.info("through stdlib", stage="dns", password=PASSWORD)
+    assert [r.getMessage() for r in caplog.records] == [f"through stdlib stage='dns' password='{PASSWORD}'"]
