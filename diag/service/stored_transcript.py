@@ -27,6 +27,10 @@ HEAD_SHARE: Final = 2 / 3  # of a cut stage's share: the start, where the conver
 def bound_transcripts(report: Report, max_bytes: int = DEFAULT_MAX_TRANSCRIPT_BYTES) -> Report:
     """The report with its transcripts within `max_bytes` of JSON; the same object when they fit."""
     stages = [_with_short_lines(stage) for stage in report.stages]
+    if sum(_json_bytes_at_most(line) for stage in stages for line in stage.transcript) <= max_bytes:
+        # The common case, every run the service saves: fits for sure, without encoding each line (63 -> ~8 us
+        # of a worker thread's time per STARTTLS + AUTH report, time the event loop may wait for the GIL).
+        return report if stages == list(report.stages) else dataclasses.replace(report, stages=tuple(stages))
     sizes = [sum(_json_bytes(line) for line in stage.transcript) for stage in stages]
     if sum(sizes) <= max_bytes:
         return report if stages == list(report.stages) else dataclasses.replace(report, stages=tuple(stages))
@@ -96,6 +100,18 @@ def _with_short_lines(stage: StageResult) -> StageResult:
         for line in stage.transcript
     )
     return dataclasses.replace(stage, transcript=lines)
+
+
+# The JSON of a line is `{"t_ms":<number>,"dir":"<escaped>","text":"<escaped>"}` and a comma: 29 bytes
+# besides the number and the two strings; a float's repr is at most 24 characters ("-1.7976931348623157e+308").
+_LINE_OVERHEAD_AT_MOST: Final = 29 + 24
+# ASCII JSON escapes a character in at most 12 bytes: one outside the BMP is one str character, two \uXXXX.
+_ESCAPED_BYTES_PER_CHAR_AT_MOST: Final = 12
+
+
+def _json_bytes_at_most(line: TranscriptLine) -> int:
+    """An upper bound of `_json_bytes(line)`, without encoding."""
+    return _LINE_OVERHEAD_AT_MOST + _ESCAPED_BYTES_PER_CHAR_AT_MOST * (len(line.direction) + len(line.text))
 
 
 def _json_bytes(line: TranscriptLine) -> int:
