@@ -1,7 +1,7 @@
 """The connect stage through `diag.runner.run`: real listeners on 127.0.0.1 for every failure but two.
 
 `connect.unreachable` cannot be produced on loopback (there is always a route to 127.0.0.1), so that test
-replaces the event loop's `sock_connect` to raise the errno the kernel would give, and says so.
+replaces the socket's `connect_ex` to answer the errno the kernel would give, and says so.
 `connect.blocked` is produced for real: a "prohibit" route in a network namespace of the test's own makes
 the kernel refuse connect() with EACCES, as a local firewall's reject rule or security policy does.
 """
@@ -13,6 +13,7 @@ import errno
 import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -88,14 +89,13 @@ def test_timeout_on_port_25_names_the_cloud_block() -> None:
 
 @pytest.mark.parametrize("code", sorted(UNREACHABLE_ERRNOS))
 async def test_unreachable_errno_mapping(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
-    """MOCK: no unreachable network exists on loopback, so the loop's sock_connect raises the kernel's errno.
+    """MOCK: no unreachable network exists on loopback, so the socket's connect_ex answers the kernel's errno.
     Both the I/O boundary (open_socket) and the runner's report are checked."""
 
-    async def no_route(self: asyncio.AbstractEventLoop, sock: Any, address: Any) -> None:
-        raise OSError(code, f"mocked: {errno.errorcode[code]}")
+    def no_route(self: socket.socket, address: Any) -> int:
+        return code
 
-    loop_type = type(asyncio.get_running_loop())
-    monkeypatch.setattr(loop_type, "sock_connect", no_route)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_route)
     with pytest.raises(ProbeError) as raised:
         await open_socket("127.0.0.1", 587, 1.0)
     assert raised.value.kind == "unreachable"
@@ -117,10 +117,10 @@ async def test_permission_errors_are_blocked_at_the_boundary(monkeypatch: pytest
     """MOCK, as above, for EPERM (a seccomp or BPF policy; the namespace test below makes EACCES for real):
     neither a refusal nor a missing route."""
 
-    async def denied(self: asyncio.AbstractEventLoop, sock: Any, address: Any) -> None:
-        raise OSError(code, os.strerror(code))
+    def denied(self: socket.socket, address: Any) -> int:
+        return code
 
-    monkeypatch.setattr(type(asyncio.get_running_loop()), "sock_connect", denied)
+    monkeypatch.setattr(socket.socket, "connect_ex", denied)
     with pytest.raises(ProbeError) as raised:
         await open_socket("127.0.0.1", 587, 1.0)
     assert raised.value.kind == "blocked"

@@ -1,14 +1,14 @@
 """SSRF through the service: metadata and "this host" addresses in every spelling, a name that resolves to
 one, and a port outside the policy are all refused, and no TCP connection is attempted.
 
-Connections are observed with a spy on the event loop's `sock_connect` (the engine's only way to open a
-TCP connection, see diag.probe.open_socket): it records the address and calls the real method.
+Connections are observed with a spy on the socket's `connect_ex` (the engine's only way to open a TCP
+connection, see diag.transport.open_socket): it records the address and calls the real method.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,13 +32,13 @@ LITERALS = ["169.254.169.254", "[::ffff:169.254.169.254]", "fd00:ec2::254", "0.0
 @pytest.fixture
 def connects(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     seen: list[Any] = []
-    real = asyncio.selector_events.BaseSelectorEventLoop.sock_connect
+    real = socket.socket.connect_ex
 
-    async def spy(self: asyncio.AbstractEventLoop, sock: Any, address: Any) -> None:
+    def spy(self: socket.socket, address: Any) -> int:
         seen.append(address)
-        await real(self, sock, address)  # type: ignore[arg-type]
+        return real(self, address)
 
-    monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", spy)
+    monkeypatch.setattr(socket.socket, "connect_ex", spy)
     return seen
 
 
