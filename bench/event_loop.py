@@ -33,13 +33,14 @@ async def serve_child() -> None:
 
     from diag.service.app import create_app
     from diag.service.logs import configure_service_logging
-    from diag.service.serve import bind_socket, uvicorn_config
+    from diag.service.serve import bind_socket, freeze_startup_objects, uvicorn_config
     from diag.service.settings import Settings
 
     settings = Settings.from_env()
     configure_service_logging(settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115 - process lifetime
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn_config(create_app(settings), settings, settings.max_connections))
+    freeze_startup_objects()  # as `serve` does before it serves
     lags, tick = load.record_lag()
     loop = asyncio.get_running_loop()
     print(json.dumps({"port": sock.getsockname()[1], "loop": type(loop).__module__}), flush=True)

@@ -3,6 +3,8 @@ heads are closed or evicted, probes still get in, and running out of descriptors
 
 from __future__ import annotations
 
+import gc
+import io
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from diag.service import serve
 from diag.service.descriptors import DESCRIPTORS_EXHAUSTED
 from diag.service.logs import ACCEPT_ERROR, OncePerInterval
 from tests.service.helpers import config_for
@@ -198,6 +201,26 @@ def test_serve_runs_on_uvloop(start: type[ServeProcess]) -> None:
     """The line comes from the running loop: a silent fall-back to asyncio's loop fails here."""
     service = start({})
     assert "smtp-diag: event loop uvloop\n" in service.stderr_text()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_serve_freezes_what_start_up_made_before_it_serves(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Start-up's objects are left out of later garbage collections (a full collection's pause on the loop
+    halved, docs/performance.md). MOCK: run_server is replaced to look at the collector at the moment serving
+    would start; whether a real server starts and serves is what the tests above check."""
+    monkeypatch.setenv("DIAG_DB_PATH", str(tmp_path / "reports.sqlite3"))
+    frozen_when_serving: list[int] = []
+
+    def look(*args: object) -> None:
+        frozen_when_serving.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(serve, "run_server", look)
+    gc.unfreeze()
+    try:
+        assert serve.main("127.0.0.1", 0, err=io.StringIO()) == 0
+    finally:
+        gc.unfreeze()  # the test process's objects back to the collector
+    assert len(frozen_when_serving) == 1 and frozen_when_serving[0] > 0
 
 
 def test_running_out_of_descriptors_is_said_once_per_interval(start: type[ServeProcess]) -> None:
