@@ -321,7 +321,7 @@ async def run_and_answer(
     run_id: str,
     admit_addresses: Callable[[list[str]], str | None],
     headers: dict[str, str],
-) -> JSONResponse:
+) -> Response:
     """The run, then its report saved and its JSON answer built, both in one worker thread: the report as a
     dict and as JSON is the biggest piece of a run's work after the TLS handshake that was left on the event
     loop that every run in flight shares (py-spy, 200 STARTTLS + AUTH runs: ~4 % of the loop; issue 13)."""
@@ -330,10 +330,22 @@ async def run_and_answer(
     return await run_in_threadpool(_save_and_answer, services, report, headers)
 
 
-def _save_and_answer(services: Services, report: Report, headers: dict[str, str]) -> JSONResponse:
+def _save_and_answer(services: Services, report: Report, headers: dict[str, str]) -> Response:
     report = with_origin(report)  # in the thread too: it opens a UDP socket to learn the source address
-    services.store.save(report)
-    return JSONResponse(report.to_dict(), status_code=201, headers=headers)
+    content = report.to_dict()
+    try:
+        # The answer's body, as JSONResponse renders it (UTF-8, NaN refused).
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = None  # JSONResponse below refuses it as it always did, after the report is saved
+    # ASCII without DEL is also, byte for byte, the ASCII JSON the store keeps: the report is turned into a
+    # dict and JSON once, not twice (~60 us of a worker thread a run, time the event loop may wait behind
+    # for the GIL; issue 13).
+    same = text is not None and text.isascii() and "\x7f" not in text
+    services.store.save(report, encoded=text if same else None)
+    if text is None:
+        return JSONResponse(content, status_code=201, headers=headers)
+    return Response(text.encode("utf-8"), status_code=201, headers=headers, media_type=JSONResponse.media_type)
 
 
 async def stream_run(

@@ -29,8 +29,8 @@ from psycopg_pool import ConnectionPool
 from diag.logging import get_logger
 from diag.report import Report
 from diag.secret import Secret
-from diag.service.store import DEFAULT_MAX_BYTES, MAX_LIST_LIMIT, PURGE_INTERVAL_S, ReportSummary
-from diag.service.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES, bound_transcripts
+from diag.service.store import DEFAULT_MAX_BYTES, MAX_LIST_LIMIT, PURGE_INTERVAL_S, ReportSummary, stored_form
+from diag.service.stored_transcript import DEFAULT_MAX_TRANSCRIPT_BYTES
 
 CONNECT_TIMEOUT_S: Final = 5
 STATEMENT_TIMEOUT_MS: Final = 10_000
@@ -155,9 +155,10 @@ class PostgresReportStore:
         """A connection of the pool, for others sharing the database (diag.service.pg_admission)."""
         return self._connections().connection()
 
-    def save(self, report: Report) -> None:
-        """Store the report (its transcript bounded), then delete the oldest others while over `max_bytes`."""
-        report = bound_transcripts(report, self.max_transcript_bytes)
+    def save(self, report: Report, *, encoded: str | None = None) -> None:
+        """Store the report (its transcript bounded), then delete the oldest others while over `max_bytes`.
+        `encoded`: the report's compact ASCII JSON, when the caller has it (see `stored_form`)."""
+        report, body = stored_form(report, self.max_transcript_bytes, encoded)
         failure = report.first_failure
         row = {
             "id": report.id,
@@ -169,7 +170,7 @@ class PostgresReportStore:
             "failed_stage": failure.name if failure else None,
             "finding_code": failure.finding.code if failure and failure.finding else None,
             "duration_ms": round(report.duration_ms, 1),
-            "body": json.dumps(report.to_dict(), separators=(",", ":")),
+            "body": body,
         }
         with self._connections().connection() as conn, conn.transaction():
             # The total's row first: saves queue here, so each trims against the total the last one left.

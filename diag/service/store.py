@@ -93,8 +93,17 @@ class ReportSummary:
         }
 
 
+def stored_form(report: Report, max_transcript_bytes: int, encoded: str | None = None) -> tuple[Report, str]:
+    """The report as a store keeps it (its transcripts bounded) and its body: compact ASCII JSON. `encoded`,
+    that JSON of the whole report when the caller has made it already, is the body when nothing was cut."""
+    bounded = bound_transcripts(report, max_transcript_bytes)
+    if encoded is not None and bounded is report:
+        return bounded, encoded
+    return bounded, json.dumps(bounded.to_dict(), separators=(",", ":"))
+
+
 class ReportStore(Protocol):
-    def save(self, report: Report) -> None: ...
+    def save(self, report: Report, *, encoded: str | None = None) -> None: ...
 
     def get(self, report_id: str) -> Report | None: ...
 
@@ -146,9 +155,10 @@ class SqliteReportStore:
             self._conn = conn
         return self._conn
 
-    def save(self, report: Report) -> None:
-        """Store the report (its transcript bounded), then delete the oldest others while over `max_bytes`."""
-        report = bound_transcripts(report, self.max_transcript_bytes)
+    def save(self, report: Report, *, encoded: str | None = None) -> None:
+        """Store the report (its transcript bounded), then delete the oldest others while over `max_bytes`.
+        `encoded`: the report's compact ASCII JSON, when the caller has it (see `stored_form`)."""
+        report, body = stored_form(report, self.max_transcript_bytes, encoded)
         failure = report.first_failure
         row = (
             report.id,
@@ -160,7 +170,7 @@ class SqliteReportStore:
             failure.name if failure else None,
             failure.finding.code if failure and failure.finding else None,
             round(report.duration_ms, 1),
-            json.dumps(report.to_dict(), separators=(",", ":")),
+            body,
         )
         with self._lock:
             conn = self._connection()
