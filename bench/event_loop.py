@@ -51,19 +51,8 @@ async def serve_child() -> None:
 
 
 def start(loop_name: str, smtp_port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "DIAG_DB_PATH": str(Path(db_dir) / f"{loop_name}.sqlite3"),
-           "DIAG_RATE_LIMIT_PER_CLIENT": "1000000/min", "DIAG_RATE_LIMIT_PER_TARGET": "1000000/min",
-           "DIAG_MAX_CONCURRENT_RUNS": str(CONCURRENCY + 56), "DIAG_MAX_RUNS_PER_CLIENT": str(CONCURRENCY + 56),
-           "DIAG_MAX_CONNECTIONS": str(CONCURRENCY + 200), "DIAG_ALLOWED_PORTS": str(smtp_port),
-           "DIAG_ALLOW_NETWORKS": "127.0.0.1/32", "DIAG_LOG_LEVEL": "INFO"}
-    env.pop("DIAG_API_TOKEN", None)
-    child = subprocess.Popen([sys.executable, __file__, "--serve", loop_name], env=env, stdout=subprocess.PIPE,
-                             text=True)
-    assert child.stdout is not None
-    first = child.stdout.readline()
-    if not first:
-        raise SystemExit("the service did not start")
-    started = json.loads(first)
+    env = load.service_env(smtp_port, Path(db_dir) / f"{loop_name}.sqlite3", CONCURRENCY)
+    child, started = load.spawn_service([sys.executable, __file__, "--serve", loop_name], env)
     print(f"    ({loop_name} side: the child's running loop is from {started['loop']})")
     return child, f"http://127.0.0.1:{started['port']}"
 

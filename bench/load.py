@@ -186,29 +186,38 @@ async def inprocess_load(config: Any, count: int, concurrency: int) -> dict[str,
     return {"elapsed": time.perf_counter() - t0, "latencies": latencies, "errors": errors}
 
 
-def start_service(port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
+def service_env(smtp_port: int, db_path: Path, concurrency: int = CONCURRENCY) -> dict[str, str]:
+    """The service's settings for a load of `concurrency` runs in flight against FakeSMTP on `smtp_port`."""
     env = {
         **os.environ,
-        "DIAG_DB_PATH": str(Path(db_dir) / "load.sqlite3"),
+        "DIAG_DB_PATH": str(db_path),
         "DIAG_RATE_LIMIT_PER_CLIENT": "1000000/min",
         "DIAG_RATE_LIMIT_PER_TARGET": "1000000/min",
-        "DIAG_MAX_CONCURRENT_RUNS": str(CONCURRENCY + 56),
-        "DIAG_MAX_RUNS_PER_CLIENT": str(CONCURRENCY + 56),  # one load client plays every user
-        "DIAG_MAX_CONNECTIONS": str(CONCURRENCY + 200),
-        "DIAG_ALLOWED_PORTS": str(port),
+        "DIAG_MAX_CONCURRENT_RUNS": str(concurrency + 56),
+        "DIAG_MAX_RUNS_PER_CLIENT": str(concurrency + 56),  # one load client plays every user
+        "DIAG_MAX_CONNECTIONS": str(concurrency + 200),
+        "DIAG_ALLOWED_PORTS": str(smtp_port),
         "DIAG_ALLOW_NETWORKS": "127.0.0.1/32",
         "DIAG_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }
     env.pop("DIAG_API_TOKEN", None)
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], env=env, stdout=subprocess.PIPE,
-        text=True,
-    )
+    return env
+
+
+def spawn_service(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """A service child that prints one JSON line when it listens (its port, its loop); that line, parsed."""
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     first = child.stdout.readline()
     if not first:
         raise SystemExit("the service did not start")
-    started = json.loads(first)
+    started: dict[str, Any] = json.loads(first)
+    return child, started
+
+
+def start_service(port: int, db_dir: str) -> tuple[subprocess.Popen[str], str]:
+    env = service_env(port, Path(db_dir) / "load.sqlite3")
+    child, started = spawn_service([sys.executable, __file__, "--serve"], env)
     print(f"    (service on the {started.get('loop', 'asyncio')} event loop, as `smtp-diag serve` runs it)")
     return child, f"http://127.0.0.1:{started['port']}"
 
