@@ -10,25 +10,32 @@ uvloop problem is then one flag away from being ruled out); `uvloop` fails when 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from typing import Literal, get_args
 
 LoopChoice = Literal["auto", "asyncio", "uvloop"]
 LOOP_CHOICES: tuple[str, ...] = get_args(LoopChoice)
 
 
-def new_event_loop(choice: LoopChoice = "auto") -> asyncio.AbstractEventLoop:
-    """A new loop of the chosen kind; ValueError for an unknown choice, or for `uvloop` when it is missing."""
+def check_loop_choice(choice: str) -> None:
+    """ValueError for an unknown choice, or for `uvloop` when it is not installed: refused when a server is
+    made, not when it starts."""
     if choice not in LOOP_CHOICES:
         raise ValueError(f"event_loop must be one of {', '.join(LOOP_CHOICES)}, got {choice!r}")
-    if choice == "asyncio":
-        return asyncio.new_event_loop()
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise ValueError("event_loop='uvloop' needs uvloop installed (pip install uvloop)") from None
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    if choice == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ValueError("event_loop='uvloop' needs uvloop installed (pip install uvloop)")
+
+
+def new_event_loop(choice: LoopChoice = "auto") -> asyncio.AbstractEventLoop:
+    """A new loop of the chosen kind (see check_loop_choice)."""
+    check_loop_choice(choice)
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:  # only under `auto`: check_loop_choice refused `uvloop` without it
+            return asyncio.new_event_loop()
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:

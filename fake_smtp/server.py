@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib.util
 import shutil
 import socket
 import ssl
@@ -26,7 +25,7 @@ from fake_smtp.address_rules import AddressRule, AddressRules
 from fake_smtp.auth import AUTH_FAILED, AuthReplies, Credentials
 from fake_smtp.cert_faults import make_faulty_cert, parse_cert_fault
 from fake_smtp.certs import CertFiles, server_context, write_self_signed
-from fake_smtp.event_loop import LOOP_CHOICES, LoopChoice, loop_name, new_event_loop
+from fake_smtp.event_loop import LoopChoice, check_loop_choice, loop_name, new_event_loop
 from fake_smtp.exposure import is_loopback_host
 from fake_smtp.faults import Fault, FaultPlan
 from fake_smtp.handler import Handler
@@ -107,10 +106,7 @@ class FakeSMTP:
             faults = [*setup.faults, *faults]
         if auth not in AUTH_MODES:
             raise ValueError(f"auth must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
-        if event_loop not in LOOP_CHOICES:
-            raise ValueError(f"event_loop must be one of {', '.join(LOOP_CHOICES)}, got {event_loop!r}")
-        if event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
-            raise ValueError("event_loop='uvloop' needs uvloop installed (pip install uvloop)")
+        check_loop_choice(event_loop)
         if tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, got {tls!r}")
         if (cert is None) != (key is None):
