@@ -30,16 +30,21 @@ def bound_transcripts(report: Report, max_bytes: int = DEFAULT_MAX_TRANSCRIPT_BY
     if sum(_json_bytes_at_most(line) for stage in stages for line in stage.transcript) <= max_bytes:
         # The common case, every run the service saves: fits for sure, without encoding each line (63 -> ~8 us
         # of a worker thread's time per STARTTLS + AUTH report, time the event loop may wait for the GIL).
-        return report if stages == list(report.stages) else dataclasses.replace(report, stages=tuple(stages))
+        return _with_stages(report, stages)
     sizes = [sum(_json_bytes(line) for line in stage.transcript) for stage in stages]
     if sum(sizes) <= max_bytes:
-        return report if stages == list(report.stages) else dataclasses.replace(report, stages=tuple(stages))
+        return _with_stages(report, stages)
     share = _fair_share(sizes, max_bytes)
     bounded = tuple(
         stage if size <= share else _cut(stage, max(share - NOTE_RESERVE_BYTES, 0), max_bytes)
         for stage, size in zip(stages, sizes, strict=True)
     )
     return dataclasses.replace(report, stages=bounded)
+
+
+def _with_stages(report: Report, stages: list[StageResult]) -> Report:
+    """The report with these stages; the same object when they are its own."""
+    return report if stages == list(report.stages) else dataclasses.replace(report, stages=tuple(stages))
 
 
 def _fair_share(sizes: list[int], budget: int) -> int:
