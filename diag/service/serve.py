@@ -132,9 +132,13 @@ def freeze_startup_objects() -> None:
     collection: they live as long as the process, yet each full collection walked them all again, an
     event-loop pause that grows with the imports. With them frozen, a full collection under 200 STARTTLS +
     AUTH runs in flight paused the loop ~16 instead of ~33 ms, and the loop's lag p99 went from 64 to 56 ms
-    (bench/event_loop.py, docs/performance.md). Start-up's garbage is collected first, not frozen."""
+    (bench/event_loop.py, docs/performance.md). Start-up's garbage is collected first, not frozen.
+
+    The collector is then on, whoever turned it off: the `smtp-diag` command leaves it off for its short-lived
+    commands (diag/__main__.py), and a service lives for weeks."""
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def run_server(server: uvicorn.Server, sock: socket.socket, url: str, err: TextIO) -> None:

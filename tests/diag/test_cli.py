@@ -8,6 +8,7 @@ real loopback socket.
 from __future__ import annotations
 
 import base64
+import gc
 import importlib.metadata
 import io
 import json
@@ -19,6 +20,7 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -461,6 +463,28 @@ def test_the_command_writes_its_whole_answer_before_it_ends_its_process(
     else:
         assert "Verdict: VALID" in written
     assert err_path.read_text() == ""
+
+
+def test_the_command_runs_with_the_collector_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`smtp-diag` turns the cyclic garbage collector off before its imports (diag/__main__.py, issue 13).
+    MOCK: the CLI is replaced to look at the collector at the moment a command would run, and the process is
+    not ended; that a real `python -m diag` check writes its report is the test above."""
+    import diag.__main__ as entry
+    import diag.cli
+
+    seen: list[bool] = []
+    monkeypatch.setattr(diag.cli, "main", lambda: seen.append(gc.isenabled()) or 0)
+
+    def end(code: int) -> NoReturn:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(entry, "end_process", end)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            entry.main()
+    finally:
+        gc.enable()  # the test process's own collector
+    assert ended.value.code == 0 and seen == [False]
 
 
 def test_version_prints_the_tool_and_its_version() -> None:
