@@ -59,21 +59,21 @@ def rss_kib(pid: int) -> int:
 
 
 async def serve_child() -> None:
-    """uvicorn on a socket bound as `smtp-diag serve` binds it (TCP_NODELAY on the listener), plus a ticker
-    that measures this loop's lag between SIGUSR1 and SIGUSR2."""
+    """uvicorn configured and on a socket bound as `smtp-diag serve` does (TCP_NODELAY on the listener), plus
+    a ticker that measures this loop's lag between SIGUSR1 and SIGUSR2."""
     import uvicorn
 
     from diag.service.app import create_app
     from diag.service.logs import configure_service_logging
-    from diag.service.serve import bind_socket
+    from diag.service.serve import bind_socket, freeze_startup_objects, uvicorn_config
     from diag.service.settings import Settings
 
     settings = Settings.from_env()
     configure_service_logging(settings.log_level, stream=open(os.devnull, "w"))  # noqa: SIM115 - process lifetime
     sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_config=None, access_log=False, limit_concurrency=None, backlog=1024)
-    )
+    # uvicorn as `serve` configures it (its HTTP protocol and connection guard), start-up frozen as it does.
+    server = uvicorn.Server(uvicorn_config(create_app(settings), settings, settings.max_connections))
+    freeze_startup_objects()
     lags, tick = record_lag()
     from diag.service.event_loop import running_loop_name
 
