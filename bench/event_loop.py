@@ -1,12 +1,11 @@
 """uvloop or asyncio under `smtp-diag serve`: event-loop lag p99 under BENCH_LOOP_CONCURRENCY (200)
 concurrent STARTTLS + AUTH runs, both measured in the same run. Prints figures (not a test).
 
-The service runs as `serve` runs it (diag.service.serve.uvicorn_config: the guarded h11 protocol, whose
-connection cap and request-head deadline httptools has no hook for, so only the loop is compared; see
-docs/performance.md), in a child process, with a 10 ms ticker on its loop recorded only while the measured
-load runs. The load is bench/load.py's (one httpx client per worker), against one FakeSMTP doing
-STARTTLS + AUTH. uvloop must be installed for its side (`pip install uvloop`); without it that side is
-reported as missing.
+The service runs as `serve` runs it (diag.service.serve.uvicorn_config: the guarded httptools protocol on
+both sides, so only the loop is compared; see docs/performance.md), in a child process, with a 10 ms
+ticker on its loop recorded only while the measured load runs. The load is bench/load.py's (one httpx
+client per worker), against one FakeSMTP doing STARTTLS + AUTH. uvloop must be installed for its side
+(`pip install uvloop`); without it that side is reported as missing.
 """
 
 from __future__ import annotations

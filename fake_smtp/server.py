@@ -390,6 +390,9 @@ class FakeSMTP:
             create_inbox_app(self._runtime.mailbox, hosts=self._inbox_hosts, token=self._inbox_token,
                              faults=self._runtime.faults, rules=self._address_rules),
             lifespan="off", log_config=None, access_log=False, log_level="warning",
+            # h11, not "auto": smtp-diag depends on httptools now (for serve), which "auto" would pick, and
+            # which bounds no request head; h11 refuses an unfinished head past 16 KiB.
+            http="h11",
             # No client may pose as another through X-Forwarded-For; no version banner.
             proxy_headers=False, server_header=False,
         )

@@ -29,9 +29,6 @@ from diag.service.settings import Settings, SettingsError, is_loopback_host
 # The listen backlog, and so (asyncio accepts up to this many per wake-up, before any is admitted or refused)
 # how many descriptors a burst of connections can take beyond the connection cap.
 ACCEPT_BACKLOG: Final = 128
-# A complete request head (request line and headers) larger than this is refused with a 400.
-MAX_REQUEST_HEAD_BYTES: Final = 16 * 1024
-
 
 
 def url_for(host: str, port: int) -> str:
@@ -85,10 +82,12 @@ def uvicorn_config(app: Any, settings: Settings, max_connections: int) -> uvicor
     return uvicorn.Config(
         app,
         loop=service_loop()[0],  # what run_server runs; uvicorn.Server.run would pick the same
-        http=guarded_protocol(guard),
+        http=guarded_protocol(guard),  # httptools, with the connection cap and the head's deadline and size bound
+        # No route speaks WebSocket; with a WebSocket library installed, an upgrade would hand the socket to a
+        # protocol the guard does not see.
+        ws="none",
         backlog=ACCEPT_BACKLOG,
         timeout_keep_alive=settings.keep_alive_s,
-        h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         log_config=None,
         access_log=False,
         proxy_headers=False,

@@ -1,5 +1,7 @@
-"""The inbox API's guard over real HTTP: the bearer token (401) and the Host header check (400)."""
+"""The inbox API's guard over real HTTP: the bearer token (401), the Host header check (400) and the bound
+on a request head (400)."""
 
+import contextlib
 import pickle
 import smtplib
 import socket
@@ -134,3 +136,17 @@ def test_a_request_without_a_host_header_is_refused() -> None:
 def test_a_bad_allowed_host_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'bad host'"):
         FakeSMTP(http_port=0, inbox_allowed_hosts=["bad host"])
+
+
+def test_an_unfinished_request_head_past_16_kib_is_refused_and_closed() -> None:
+    """The inbox runs on h11, which bounds a request head that is still coming; httptools (installed for
+    `smtp-diag serve`, and what uvicorn would pick by itself) holds it however long it grows."""
+    with FakeSMTP(http_port=0) as srv:
+        assert srv.http_port is not None
+        with socket.create_connection(("127.0.0.1", srv.http_port), timeout=5) as sock:
+            sock.sendall(b"GET /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"b" * 20 * 1024)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(4096):  # a hang would raise TimeoutError at 5 s
+                    answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]

@@ -1,5 +1,6 @@
 """Slowloris and friends against `smtp-diag serve` as a whole process with few file descriptors: slow request
-heads are closed or evicted, probes still get in, and running out of descriptors cannot flood the log."""
+heads are closed or evicted, oversized ones refused, pipelined ones answered in turn, probes still get in,
+and running out of descriptors cannot flood the log."""
 
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from diag.service import serve
 from diag.service.descriptors import DESCRIPTORS_EXHAUSTED
 from diag.service.logs import ACCEPT_ERROR, OncePerInterval
+from diag.service.settings import Settings
 from tests.service.helpers import config_for
 
 HALF_A_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+HEAD_BOUND = 16 * 1024  # the request line and headers together (diag/service/connections.py)
+SECRET = "s3cret-bearer-token"
 KEPT_STDERR = 64 * 1024
 
 
@@ -264,3 +269,194 @@ def test_once_per_interval_counts_what_it_drops() -> None:
     passed = record(ACCEPT_ERROR)
     assert only_once.filter(passed)
     assert passed.getMessage() == f"{ACCEPT_ERROR}\n(1000 more like this were not logged)"
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """All the service sends until it closes the connection; a reset after its answer (it closed with bytes
+    of ours unread) counts as closed."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` responses with a content-length, each as (head, body); the socket's timeout bounds the wait."""
+    buffered = b""
+    responses: list[tuple[bytes, bytes]] = []
+    while len(responses) < count:
+        head, separator, rest = buffered.partition(b"\r\n\r\n")
+        if separator:
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))  # fmt: skip
+            if len(rest) >= length:
+                responses.append((head, rest[:length]))
+                buffered = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(responses)} responses: {buffered[:300]!r}"
+        buffered += chunk
+    return responses
+
+
+def head_of(size: int, target: bytes = b"/healthz", *, end: bool = True, keep_alive: bool = False) -> bytes:
+    """A GET of about `size` bytes of request line and headers: padded with 1 KiB headers, a bearer token
+    among them (which must never be logged)."""
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + SECRET.encode() + b"\r\n"
+    if not keep_alive:
+        head += b"Connection: close\r\n"
+    index = 0
+    while len(head) + 2 < size:
+        pad = min(1024, size - len(head) - 2 - len(f"X-Pad-{index}: \r\n"))
+        head += f"X-Pad-{index}: ".encode() + b"p" * max(pad, 0) + b"\r\n"
+        index += 1
+    return head + b"\r\n" if end else head
+
+
+def run_request(port: int, timeout_s: float) -> bytes:
+    """A synchronous diagnostic run (JSON answer, no event stream) against a port that never greets."""
+    body = json.dumps(config_for(port, timeout_s=timeout_s)).encode()
+    return (b"POST /api/diagnostics HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(head_of(20 * 1024), id="one-send-of-20KiB-headers"),
+        pytest.param(b"GET /healthz?pad=" + b"u" * 20 * 1024 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", id="20KiB-url"),
+        pytest.param(head_of(8 * 1024, end=False) + b"X-Big: " + b"v" * 12 * 1024, id="unfinished-20KiB-header"),
+    ],
+)
+def test_a_head_over_the_bound_gets_431_and_is_closed(start: type[ServeProcess], head: bytes) -> None:
+    """Whether the head arrived whole or is still coming, the client is told why in JSON, then closed; the
+    log says it happened without the head's token."""
+    service = start({"DIAG_HEADER_TIMEOUT_S": "60"})  # the deadline must not be what closes it
+    with socket.create_connection(("127.0.0.1", service.port), timeout=20) as sock:
+        sock.sendall(head)
+        answer = read_until_closed(sock)  # a hang would raise TimeoutError at 20 s
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:300]
+    assert json.loads(body) == {
+        "error": "request_head_too_large",
+        "message": f"The request line and headers may take at most {HEAD_BOUND} bytes together.",
+    }
+    service.stop()
+    assert "answered 431" in service.stderr_text()
+    assert SECRET not in service.stderr_text()
+
+
+def read_by_the_service(probe: socket.socket) -> None:
+    """Returns once the service has read what was sent before on any of its connections: a /healthz round
+    trip on a kept-alive connection of its own. Loopback delivers those bytes before the probe's, and the
+    service reads every ready connection on one event loop before it answers the probe in a later turn."""
+    probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    [(status, _)] = read_responses(probe, 1)
+    assert status.startswith(b"HTTP/1.1 200"), status
+
+
+def send_in_reads(sock: socket.socket, probe: socket.socket, data: bytes, segment: int) -> None:
+    """`data` in segments of `segment` bytes, each read by the service on its own."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Nagle would hold a segment for an ACK
+    for offset in range(0, len(data), segment):
+        sock.sendall(data[offset:offset + segment])
+        read_by_the_service(probe)
+
+
+def test_a_head_just_under_the_bound_is_served(start: type[ServeProcess]) -> None:
+    head = head_of(HEAD_BOUND - 256)
+    assert len(head) == HEAD_BOUND - 256
+    service = start({})
+    with socket.create_connection(("127.0.0.1", service.port), timeout=20) as sock:
+        sock.sendall(head)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert answer.endswith(b'{"status":"ok"}')
+
+
+def test_a_head_just_under_the_bound_read_in_many_pieces_is_served(start: type[ServeProcess]) -> None:
+    """63 reads of 256 bytes: the count of an unfinished head adds them up, and stays under the bound."""
+    head = head_of(HEAD_BOUND - 256)
+    service = start({})
+    with ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", service.port), timeout=20))
+        probe = stack.enter_context(socket.create_connection(("127.0.0.1", service.port), timeout=20))
+        send_in_reads(sock, probe, head, 256)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert answer.endswith(b'{"status":"ok"}')
+
+
+def test_the_head_count_starts_again_with_each_request(start: type[ServeProcess]) -> None:
+    """Two heads of 10 KiB on one kept-alive connection, each read in 1 KiB pieces: 20 KiB in all, but no
+    single head over the bound, so both are served."""
+    service = start({})
+    with ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", service.port), timeout=20))
+        probe = stack.enter_context(socket.create_connection(("127.0.0.1", service.port), timeout=20))
+        for _ in range(2):
+            send_in_reads(sock, probe, head_of(10 * 1024, keep_alive=True), 1024)
+            [(status, body)] = read_responses(sock, 1)
+            assert status.startswith(b"HTTP/1.1 200") and body == b'{"status":"ok"}', status
+
+
+def test_a_small_head_with_a_large_body_in_one_send_is_not_a_head_too_large(start: type[ServeProcess]) -> None:
+    """The head completes within the read that also carries 30 KiB of body: only the head counts, and the
+    body reaches the app, which names the field it does not know."""
+    service = start({})
+    body = json.dumps({**config_for(25), "notes": "n" * 30 * 1024}).encode()
+    request = (b"POST /api/diagnostics HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+               b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+    with socket.create_connection(("127.0.0.1", service.port), timeout=20) as sock:
+        sock.sendall(request)
+        answer = read_until_closed(sock)
+    status, _, answer_body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 422"), answer[:300]
+    assert [error["field"] for error in json.loads(answer_body)["errors"]] == ["notes"]
+
+
+def test_pipelined_requests_are_answered_in_turn_past_the_header_deadline(start: type[ServeProcess]) -> None:
+    """Two runs of 2 s each (a port that never greets) pipelined in one send, with a 1 s header deadline:
+    the second head waits its turn behind the first run, then runs; neither wait is a head owed, so the
+    deadline closes nothing and both answers come."""
+    service = start({"DIAG_HEADER_TIMEOUT_S": "1", "DIAG_KEEP_ALIVE_S": "60", "DIAG_ALLOWED_PORTS": "*"})
+    with ExitStack() as stack:
+        mute = stack.enter_context(socket.create_server(("127.0.0.1", 0)))  # never accepts: no greeting
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", service.port), timeout=30))
+        sock.sendall(run_request(mute.getsockname()[1], 2.0) * 2)
+        answers = read_responses(sock, 2)
+    for status, body in answers:
+        assert status.startswith(b"HTTP/1.1 201"), (status, body[:300])
+        assert json.loads(body)["id"]
+    assert answers[0][1] != answers[1][1]
+
+
+def test_an_oversized_head_pipelined_behind_a_run_gets_its_431_after_the_run(start: type[ServeProcess]) -> None:
+    """A head still coming grows past the bound while the run before it is answered: the service stops
+    reading, sends the run's whole answer, then the 431, and closes."""
+    service = start({"DIAG_HEADER_TIMEOUT_S": "60", "DIAG_ALLOWED_PORTS": "*"})
+    with ExitStack() as stack:
+        mute = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", service.port), timeout=30))
+        sock.sendall(run_request(mute.getsockname()[1], 2.0) + head_of(20 * 1024, end=False))
+        [(status, body)] = read_responses(sock, 1)
+        rest = read_until_closed(sock)
+    assert status.startswith(b"HTTP/1.1 201"), (status, body[:300])
+    assert rest.startswith(b"HTTP/1.1 431 "), rest[:300]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"] == "request_head_too_large"
+
+
+def test_serve_uses_the_httptools_protocol() -> None:
+    """The class uvicorn builds for each connection, as `serve` configures it (uvicorn_config is what
+    serve.main runs): httptools' C parser, under the guard."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not served")
+
+    config = serve.uvicorn_config(app, Settings(), max_connections=10)
+    config.load()
+    assert issubclass(config.http_protocol_class, HttpToolsProtocol)
+    assert config.http_protocol_class.guard.max_connections == 10  # type: ignore[attr-defined]
