@@ -5,8 +5,9 @@ Content-Length and from the bytes actually streamed), JSON (400), the config sch
 service allows (422: the egress policy for the host, the port and every DNS server; sending, a custom EHLO
 name and custom DNS servers only when the operator enabled them), then admission: the per-client,
 per-target and per-recipient-domain rate limits (429), the runs in flight for this client (429) and in all
-(503). Only a request that passes all of them spends any budget, so a request a foreign page can make
-(text/plain, malformed) costs its victim nothing. Every answer is JSON; no input reaches a 500.
+(a bounded wait in a FIFO queue for a slot, then 503; with PostgreSQL admission, 503 at once). Only a
+request that passes all of them spends any budget, so a request a foreign page can make (text/plain,
+malformed) costs its victim nothing. Every answer is JSON; no input reaches a 500.
 
 A run ends when its client leaves: the SSE stream watches for that (sse.py), and so does a plain JSON run.
 """
@@ -150,7 +151,7 @@ async def create_diagnostic(request: Request) -> Response:
             return admitted
         slot = admitted
     else:
-        refused = admit(services, client, host_key, config)
+        refused = await admit(request, services, client, host_key, config)
         if refused is not None:
             return refused
     run_id = uuid.uuid4().hex
@@ -200,21 +201,33 @@ RATE_LIMITED: Final = {
 }
 
 
-def admit(services: Services, client: str, host_key: str, config: SmtpConfig) -> Response | None:
-    """The rate limits and the caps on runs in flight; tokens are taken only when every check passes."""
-    waits: list[tuple[float | None, str]] = [
-        (services.client_limiter.wait(client), "client"),
-        (services.target_limiter.wait(host_key), "target"),
-    ]
+async def admit(request: Request, services: Services, client: str, host_key: str,
+                config: SmtpConfig) -> Response | None:
+    """The rate limits and the caps on runs in flight; None when the run may start (it holds a slot).
+
+    Past the cap the request waits in the gate's queue (bounded in places and time). The wait is part of
+    the request: a client that hangs up while queued leaves the queue at once. Tokens are taken only once
+    the slot is held and every limit still allows it, so a request that waited and was refused spends
+    nothing; the limits are also checked before the wait, so a request they refuse holds no place."""
     domain = recipient_domain(config)
-    if domain is not None:
-        waits.append((services.recipient_limiter.wait(domain), "recipient_domain"))
-    for wait, limiter in waits:
-        if wait is not None:
-            return error(429, "rate_limited", RATE_LIMITED[limiter], {"Retry-After": retry_after_header(wait)})
-    refused = services.gate.try_enter(client)
+    refused = rate_limited(services, client, host_key, domain)
     if refused is not None:
-        return busy(services, refused)
+        return refused
+    entry = await until_disconnect(request, lambda: services.gate.enter(client))
+    if entry is None:
+        log.info("run_cancelled", reason="client disconnected while queued")
+        return error(499, "client_disconnected", "The client left while waiting for a run slot.")
+    if entry.refused is not None:
+        if entry.queued_s is not None:
+            log.info("run_queue_timeout", waited_ms=round(entry.queued_s * 1000))
+        return busy(services, entry.refused)
+    if entry.queued_s is not None:
+        log.info("run_queued", waited_ms=round(entry.queued_s * 1000))
+    # The buckets may have emptied while this request waited; nothing awaits between check and take.
+    refused = rate_limited(services, client, host_key, domain)
+    if refused is not None:
+        services.gate.leave(client)
+        return refused
     services.client_limiter.acquire(client)
     services.target_limiter.acquire(host_key)
     if domain is not None:
@@ -222,8 +235,24 @@ def admit(services: Services, client: str, host_key: str, config: SmtpConfig) ->
     return None
 
 
+def rate_limited(services: Services, client: str, host_key: str, domain: str | None) -> Response | None:
+    """The 429 when the client, the target or the recipient domain has no token now (none is taken)."""
+    waits: list[tuple[float | None, str]] = [
+        (services.client_limiter.wait(client), "client"),
+        (services.target_limiter.wait(host_key), "target"),
+    ]
+    if domain is not None:
+        waits.append((services.recipient_limiter.wait(domain), "recipient_domain"))
+    for wait, limiter in waits:
+        if wait is not None:
+            return error(429, "rate_limited", RATE_LIMITED[limiter], {"Retry-After": retry_after_header(wait)})
+    return None
+
+
 async def admit_shared(services: Services, client: str, host_key: str, config: SmtpConfig) -> Response | str:
-    """`admit` across replicas (DIAG_DB_URL): the same limits, counted in PostgreSQL; the slot when admitted."""
+    """`admit` across replicas (DIAG_DB_URL): the same limits, counted in PostgreSQL; the slot when admitted.
+    No queue here, a 503 at once past the cap: a slot frees on any replica, so no process hears of it, and
+    waiting would mean each waiter polling the admission lock, loading the shared database when it is busiest."""
     assert services.shared_admission is not None
     settings = services.settings
     limits = [Limit("client", settings.rate_limit_per_client, client),

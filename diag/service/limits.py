@@ -8,13 +8,16 @@ one forgotten, so flooding many keys cannot reset the limit of the one being abu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, ip_address, ip_network
-from typing import Final
+from typing import Final, NamedTuple
 
 from diag.policy import parse_ip_literal
 from diag.service.settings import Rate
@@ -97,36 +100,111 @@ def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+class GateEntry(NamedTuple):
+    """What `RunGate.enter` answered: `refused` is None when a slot is held (the caller must `leave` once),
+    else why not ("busy", "client_busy"); `queued_s` is the time spent waiting in the queue, None when the
+    request did not wait (admitted or refused at once)."""
+
+    refused: str | None
+    queued_s: float | None = None
+
+
 class RunGate:
     """At most `limit` runs at once in this process, and at most `per_client` of them for one client, so
-    one client cannot hold every slot (one event loop: no lock needed)."""
+    one client cannot hold every slot; up to `max_queued` more requests wait FIFO for a slot, each for at
+    most `queue_wait_s` (one event loop: no lock needed).
 
-    def __init__(self, limit: int, per_client: int | None = None) -> None:
+    Why a queue rather than a higher limit: past the CPU's saturation more runs in flight give no more runs
+    a second, only event-loop lag that inflates every report's stage timings. Why FIFO with a direct
+    hand-over: a slot freed by `leave` goes to the oldest waiter, so waiters are not woken to race for it
+    and a newcomer cannot take it while someone waits."""
+
+    def __init__(self, limit: int, per_client: int | None = None, *, max_queued: int = 0,
+                 queue_wait_s: float = 0.0) -> None:
         self.limit = limit
         self.per_client = limit if per_client is None else per_client
-        self.active = 0
-        self._by_client: dict[str, int] = {}
+        self.max_queued = max_queued
+        self.queue_wait_s = queue_wait_s
+        self.active = 0  # slots held: running, or handed to a waiter that has not resumed yet
+        self._by_client: dict[str, int] = {}  # per client: slots held and places in the queue
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     def try_enter(self, client: str = "") -> str | None:
-        """None when the run may start (the caller must `leave(client)` once), else why it may not."""
-        if self.active >= self.limit:
-            return "busy"
+        """The answer without waiting: None when the run may start (the caller must `leave(client)` once),
+        else why it may not. Nobody jumps the queue: while anyone waits, a free slot is theirs."""
         if self._by_client.get(client, 0) >= self.per_client:
             return "client_busy"
+        if self.active >= self.limit or self._waiters:
+            return "busy"
         self.active += 1
-        self._by_client[client] = self._by_client.get(client, 0) + 1
+        self._count(client, 1)
         return None
 
+    async def enter(self, client: str = "") -> GateEntry:
+        """`try_enter`, and when only a slot is missing, a place in the queue: a slot within `queue_wait_s`,
+        else "busy". A cancelled waiter (its client left) leaves the queue and holds no slot."""
+        refused = self.try_enter(client)
+        if refused != "busy" or len(self._waiters) >= self.max_queued:
+            return GateEntry(refused)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        self._count(client, 1)
+        started = loop.time()
+        try:
+            async with asyncio.timeout(self.queue_wait_s):
+                await waiter
+        except TimeoutError:
+            if _handed(waiter):  # the slot came as the wait ran out: it is this request's
+                return GateEntry(None, loop.time() - started)
+            self._forget(waiter, client)
+            return GateEntry("busy", loop.time() - started)
+        except BaseException:  # cancelled: the client left
+            if _handed(waiter):  # handed a slot in the same moment: the next waiter gets it, not nobody
+                self._count(client, -1)
+                self._free_slot()
+            else:
+                self._forget(waiter, client)
+            raise
+        return GateEntry(None, loop.time() - started)
+
     def leave(self, client: str = "") -> None:
+        self._count(client, -1)
+        self._free_slot()
+
+    def running(self, client: str) -> int:
+        """The slots `client` holds and its places in the queue."""
+        return self._by_client.get(client, 0)
+
+    def _free_slot(self) -> None:
+        """One slot given back: to the oldest waiter still waiting, else to the pool."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a done one was cancelled; its task takes it out of the count itself
+                waiter.set_result(None)
+                return
         self.active = max(0, self.active - 1)
-        left = self._by_client.get(client, 0) - 1
-        if left > 0:
-            self._by_client[client] = left
+
+    def _forget(self, waiter: asyncio.Future[None], client: str) -> None:
+        with contextlib.suppress(ValueError):  # already taken off by `_free_slot`
+            self._waiters.remove(waiter)
+        self._count(client, -1)
+
+    def _count(self, client: str, change: int) -> None:
+        held = self._by_client.get(client, 0) + change
+        if held > 0:
+            self._by_client[client] = held
         else:
             self._by_client.pop(client, None)
 
-    def running(self, client: str) -> int:
-        return self._by_client.get(client, 0)
+
+def _handed(waiter: asyncio.Future[None]) -> bool:
+    """Whether a slot was handed to this waiter (it may have been cancelled after that)."""
+    return waiter.done() and not waiter.cancelled()
 
 
 def client_key(address: str | None) -> str:

@@ -244,7 +244,8 @@ def openapi_document(token_required: bool) -> dict[str, Any]:
                         "422": FIELD_ERROR_RESPONSE,
                         "429": _error("Rate limit for this client, this target server or this recipient domain; or "
                                       "this client has too many runs in flight.", retry_after=True),
-                        "503": _error("Too many runs in flight.", retry_after=True),
+                        "503": _error("Too many runs in flight: the run queue is full, or no slot came free within "
+                                      "its wait (with PostgreSQL admission: at once).", retry_after=True),
                     },
                 },
                 "get": {

@@ -69,6 +69,9 @@ class Settings:
     rate_limit_per_target: Rate = field(default_factory=lambda: Rate(10, 60.0))
     max_concurrent_runs: int = 16
     max_runs_per_client: int = 4
+    # Past the cap, requests wait FIFO for a slot (at most this many, each this long) before a 503 busy.
+    max_queued_runs: int = 64  # 0: no queue, a 503 at once
+    run_queue_wait_s: float = 15.0
     max_run_s: float = 120.0  # a run's wall time through the service, whatever the timeouts add up to
     # Sending a real message makes the service a mail relay for whoever reaches it: off unless enabled.
     allow_send: bool = False
@@ -110,6 +113,8 @@ class Settings:
             rate_limit_per_target=get("DIAG_RATE_LIMIT_PER_TARGET", _rate, defaults.rate_limit_per_target),
             max_concurrent_runs=get("DIAG_MAX_CONCURRENT_RUNS", _int_range(1, 10_000), 16),
             max_runs_per_client=get("DIAG_MAX_RUNS_PER_CLIENT", _int_range(1, 10_000), defaults.max_runs_per_client),
+            max_queued_runs=get("DIAG_MAX_QUEUED_RUNS", _int_range(0, 10_000), defaults.max_queued_runs),
+            run_queue_wait_s=float(get("DIAG_RUN_QUEUE_WAIT_S", _int_range(1, 600), int(defaults.run_queue_wait_s))),
             max_run_s=float(get("DIAG_MAX_RUN_S", _int_range(5, 3600), int(defaults.max_run_s))),
             allow_send=get("DIAG_ALLOW_SEND", _bool, defaults.allow_send),
             rate_limit_per_recipient_domain=get(

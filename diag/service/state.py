@@ -41,7 +41,8 @@ class Services:
             client_limiter=RateLimiter(settings.rate_limit_per_client),
             target_limiter=RateLimiter(settings.rate_limit_per_target),
             recipient_limiter=RateLimiter(settings.rate_limit_per_recipient_domain),
-            gate=RunGate(settings.max_concurrent_runs, settings.max_runs_per_client),
+            gate=RunGate(settings.max_concurrent_runs, settings.max_runs_per_client,
+                         max_queued=settings.max_queued_runs, queue_wait_s=settings.run_queue_wait_s),
             presets=list(presets or []),
             shared_admission=shared_admission,
         )

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from diag.service.hosts import LOOPBACK_HOSTS
+from diag.service.limits import GateEntry, RunGate
 from diag.service.settings import Rate, Settings
 
 GENEROUS = Rate(10_000, 60.0)
@@ -91,3 +92,49 @@ async def uvicorn_serving(app: Starlette) -> AsyncIterator[str]:
         async with asyncio.timeout(10):
             await serving
         sock.close()
+
+
+
+class WatchedGate(RunGate):
+    """The service's RunGate, telling a test when its state has changed: that a request has taken a place
+    in the queue, or left it, is the one thing no peer and no response shows. Every change happens in
+    `enter` (which starts with `try_enter`, then joins the queue without yielding), or in `leave`; each of
+    them schedules a wake-up that runs once the change is complete."""
+
+    def __init__(self, limit: int, per_client: int | None = None, *, max_queued: int = 0,
+                 queue_wait_s: float = 0.0) -> None:
+        super().__init__(limit, per_client, max_queued=max_queued, queue_wait_s=queue_wait_s)
+        self._changed = asyncio.Event()
+
+    @classmethod
+    def watching(cls, app: Starlette) -> WatchedGate:
+        """Put in place of `app`'s gate, with its settings (before any request)."""
+        services = app.state.services
+        gate = services.gate
+        watched = cls(gate.limit, gate.per_client, max_queued=gate.max_queued, queue_wait_s=gate.queue_wait_s)
+        services.gate = watched
+        return watched
+
+    def try_enter(self, client: str = "") -> str | None:
+        self._wake_soon()
+        return super().try_enter(client)
+
+    async def enter(self, client: str = "") -> GateEntry:
+        try:
+            return await super().enter(client)
+        finally:
+            self._wake_soon()
+
+    def leave(self, client: str = "") -> None:
+        self._wake_soon()
+        super().leave(client)
+
+    async def until(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Until `condition()` holds, checked after each change; fails the test after `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _wake_soon(self) -> None:
+        asyncio.get_running_loop().call_soon(self._changed.set)

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import structlog
 
 from diag.config import TEXT_FIELDS
 from diag.service.app import create_app
 from diag.service.settings import ApiToken, Rate
 from fake_smtp import FakeSMTP
 from tests.peer import Peer, never_greets
-from tests.service.helpers import api_client, config_for, make_settings, parse_sse
+from tests.service.helpers import (
+    WatchedGate,
+    api_client,
+    config_for,
+    make_settings,
+    parse_sse,
+    uvicorn_serving,
+)
 
 
 @pytest.fixture
@@ -245,8 +255,9 @@ async def test_rate_limit_per_target_whatever_the_spelling(tmp_path: Path, smtp:
     assert int(response.headers["retry-after"]) >= 1
 
 
-async def test_busy_service_answers_503(tmp_path: Path) -> None:
-    app = create_app(make_settings(tmp_path, max_concurrent_runs=1))
+async def test_without_a_queue_a_busy_service_answers_503_at_once(tmp_path: Path) -> None:
+    """DIAG_MAX_QUEUED_RUNS=0: past the cap, a 503 at once, as before there was a queue."""
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=0))
     async with api_client(app) as client:
         async with Peer(never_greets) as peer:
             first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
@@ -254,9 +265,121 @@ async def test_busy_service_answers_503(tmp_path: Path) -> None:
             busy = await client.post("/api/diagnostics", json=config_for(peer.port))
             assert busy.status_code == 503
             assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+            assert not first.done() and peer.connections == 1  # answered while the slot was still held
         # Leaving the peer's context hangs up: the first run ends.
         assert (await first).status_code == 201
         assert app.state.services.gate.active == 0
+
+
+def report_of(response: Any, accept: str) -> dict[str, Any]:
+    """The report a 201 carries: the JSON body, or the event stream's last event."""
+    assert response.status_code == 201, response.text
+    if accept == "text/event-stream":
+        name, report = parse_sse(response.text)[-1]
+        assert name == "run_finished"
+        return report
+    return dict(response.json())
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+async def test_at_the_cap_a_request_waits_for_a_slot_and_its_run_starts_then(
+    tmp_path: Path, smtp: FakeSMTP, accept: str
+) -> None:
+    """Cap 1 with a queue: the second request waits while the first run hangs, then runs and answers 201
+    with a valid report. Its run starts when it gets the slot: its report's start is after the first run
+    was let go, so no stage timing holds the wait."""
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=4, run_queue_wait_s=60.0))
+    gate = WatchedGate.watching(app)
+    async with api_client(app) as client:
+        with structlog.testing.capture_logs() as logs:
+            async with Peer(never_greets) as peer:
+                first = asyncio.create_task(
+                    client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
+                assert await peer.wait_connections(1, 10)  # the first run holds the only slot
+                second = asyncio.create_task(client.post(
+                    "/api/diagnostics", json=config_for(smtp.port), headers={"accept": accept}))
+                await gate.until(lambda: gate.waiting == 1)
+                assert not second.done() and not first.done()
+                now = datetime.now(UTC)
+                let_go = now.replace(microsecond=now.microsecond // 1000 * 1000)  # reports keep milliseconds
+            # Leaving the peer's context hangs up: the first run ends, and its slot goes to the second.
+            assert (await first).status_code == 201
+            report = report_of(await second, accept)
+    assert report["verdict"] == "valid"
+    assert datetime.fromisoformat(report["started_at"]) >= let_go
+    queued = [e for e in logs if e["event"] == "run_queued"]
+    assert len(queued) == 1 and queued[0]["log_level"] == "info" and queued[0]["waited_ms"] >= 0
+    assert gate.active == 0 and gate.waiting == 0
+
+
+async def test_a_full_queue_answers_503_at_once(tmp_path: Path, smtp: FakeSMTP) -> None:
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=1, run_queue_wait_s=60.0))
+    gate = WatchedGate.watching(app)
+    async with api_client(app) as client:
+        async with Peer(never_greets) as peer:
+            first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
+            assert await peer.wait_connections(1, 10)
+            second = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
+            await gate.until(lambda: gate.waiting == 1)
+            busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
+            assert busy.status_code == 503
+            assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+            assert not first.done() and not second.done()  # answered while the slot was held
+        assert (await first).status_code == 201
+        assert (await second).status_code == 201
+    assert gate.active == 0 and gate.waiting == 0
+
+
+async def test_a_wait_that_runs_out_answers_503(tmp_path: Path, smtp: FakeSMTP) -> None:
+    """The request that waited and gave up never ran and spent none of the client's budget (2 a minute:
+    the first run took one, so one more run is allowed after it)."""
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=4, run_queue_wait_s=1.0,
+                                   rate_limit_per_client=Rate(2, 60.0)))
+    gate = WatchedGate.watching(app)
+    async with api_client(app) as client:
+        with structlog.testing.capture_logs() as logs:
+            async with Peer(never_greets) as peer:
+                first = asyncio.create_task(
+                    client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
+                assert await peer.wait_connections(1, 10)
+                busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
+                assert busy.status_code == 503
+                assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+                assert not first.done() and gate.waiting == 0  # gave up while the slot was held
+            assert (await first).status_code == 201
+        listed = (await client.get("/api/diagnostics")).json()["items"]
+        assert [item["port"] for item in listed] == [peer.port]  # the request that gave up never ran
+        budget = [(await client.post("/api/diagnostics", json=config_for(smtp.port))).status_code for _ in range(2)]
+    assert budget == [201, 429]
+    assert [e["event"] for e in logs if e["event"].startswith("run_queue")] == ["run_queue_timeout"]
+    assert gate.active == 0
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+async def test_a_client_that_leaves_while_queued_is_dropped_and_never_runs(
+    tmp_path: Path, smtp: FakeSMTP, accept: str
+) -> None:
+    """Through a real uvicorn: the queued client hangs up; it leaves the queue at once (long before its
+    60 s wait), and when the slot frees nothing runs for it."""
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=4, run_queue_wait_s=60.0))
+    gate = WatchedGate.watching(app)
+    async with uvicorn_serving(app) as url, httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+        async with Peer(never_greets) as peer:
+            first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
+            assert await peer.wait_connections(1, 10)
+            async with httpx.AsyncClient(base_url=url, timeout=60.0) as leaving:
+                queued = asyncio.create_task(leaving.post(
+                    "/api/diagnostics", json=config_for(smtp.port), headers={"accept": accept}))
+                await gate.until(lambda: gate.waiting == 1)
+                queued.cancel()  # the client hangs up: httpx closes its connection
+                await asyncio.gather(queued, return_exceptions=True)
+            await gate.until(lambda: gate.waiting == 0 and gate.running("127.0.0.1") == 1)
+            assert not first.done()  # dropped from the queue while the slot was still held
+        # Leaving the peer's context hangs up: the first run ends, and its slot goes to nobody.
+        assert (await first).status_code == 201
+        listed = (await client.get("/api/diagnostics")).json()["items"]
+    assert [item["port"] for item in listed] == [peer.port]  # nothing ran for the client that left
+    assert gate.active == 0 and gate.waiting == 0
 
 
 async def test_request_id_is_echoed_or_made(tmp_path: Path) -> None:

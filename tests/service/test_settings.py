@@ -20,6 +20,7 @@ def test_defaults_without_environment() -> None:
     assert settings.rate_limit_per_client == Rate(30, 60.0)
     assert settings.rate_limit_per_target == Rate(10, 60.0)
     assert settings.max_concurrent_runs == 16
+    assert (settings.max_queued_runs, settings.run_queue_wait_s) == (64, 15.0)
     assert (settings.host, settings.port, settings.log_level) == ("127.0.0.1", 8025, "INFO")
     assert settings.allowed_hosts is None  # derived from the address listened on
     assert (settings.max_connections, settings.keep_alive_s, settings.header_timeout_s) == (1000, 5, 10)
@@ -37,6 +38,8 @@ def test_every_variable_is_read() -> None:
         "DIAG_RATE_LIMIT_PER_CLIENT": "5/s",
         "DIAG_RATE_LIMIT_PER_TARGET": "100/hour",
         "DIAG_MAX_CONCURRENT_RUNS": "3",
+        "DIAG_MAX_QUEUED_RUNS": "10",
+        "DIAG_RUN_QUEUE_WAIT_S": "30",
         "DIAG_LOG_LEVEL": "debug",
         "DIAG_HOST": "0.0.0.0",
         "DIAG_PORT": "9000",
@@ -55,9 +58,14 @@ def test_every_variable_is_read() -> None:
     assert settings.rate_limit_per_client == Rate(5, 1.0)
     assert settings.rate_limit_per_target == Rate(100, 3600.0)
     assert settings.max_concurrent_runs == 3
+    assert (settings.max_queued_runs, settings.run_queue_wait_s) == (10, 30.0)
     assert (settings.log_level, settings.host, settings.port) == ("DEBUG", "0.0.0.0", 9000)
     assert settings.allowed_hosts == ("diag.example.com",)
     assert (settings.max_connections, settings.keep_alive_s, settings.header_timeout_s) == (500, 15, 3)
+
+
+def test_zero_queued_runs_turns_the_queue_off() -> None:
+    assert Settings.from_env({"DIAG_MAX_QUEUED_RUNS": "0"}).max_queued_runs == 0
 
 
 def test_any_port_with_a_star() -> None:
@@ -83,6 +91,12 @@ def test_any_port_with_a_star() -> None:
         ("DIAG_RATE_LIMIT_PER_TARGET", "0/min"),
         ("DIAG_RATE_LIMIT_PER_TARGET", "10/fortnight"),
         ("DIAG_MAX_CONCURRENT_RUNS", "-1"),
+        ("DIAG_MAX_QUEUED_RUNS", "-1"),
+        ("DIAG_MAX_QUEUED_RUNS", "10001"),
+        ("DIAG_MAX_QUEUED_RUNS", "plenty"),
+        ("DIAG_RUN_QUEUE_WAIT_S", "0"),
+        ("DIAG_RUN_QUEUE_WAIT_S", "601"),
+        ("DIAG_RUN_QUEUE_WAIT_S", "1.5"),
         ("DIAG_LOG_LEVEL", "chatty"),
         ("DIAG_PORT", "80000"),
         ("DIAG_HOST", "two words"),
