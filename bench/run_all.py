@@ -22,6 +22,7 @@ SCRIPTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("hostile_timing.py", {}),
     ("replicas.py", {}),
     ("rtt.py", {}),
+    ("run_cap.py", {}),
 )
 LIMIT_S = 600  # per script: a hung benchmark must not hang `make bench`
 
