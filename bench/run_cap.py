@@ -22,11 +22,9 @@ import asyncio
 import json
 import os
 import signal
-import ssl
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,38 +52,15 @@ def side_env(name: str, smtp_port: int, db_path: Path) -> dict[str, str]:
 
 
 async def requests(base_url: str, payload: dict[str, Any], count: int, concurrency: int) -> dict[str, Any]:
-    """`count` diagnoses, `concurrency` at once: latencies, errors and each answer's stage durations."""
-    import httpx
-
-    latencies: list[float] = []
-    errors: list[str] = []
+    """bench/load.py's load, and each answer's stage durations."""
     stage_ms: dict[str, list[float]] = {name: [] for name in STAGES}
-    todo = iter(range(count))
-    unused_tls = ssl.create_default_context()
 
-    async def worker() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=600, verify=unused_tls) as client:
-            for _ in todo:
-                t0 = time.perf_counter()
-                try:
-                    response = await client.post("/api/diagnostics", json=payload)
-                except httpx.HTTPError as exc:
-                    errors.append(type(exc).__name__)
-                    continue
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code != 201:
-                    errors.append(f"HTTP {response.status_code}")
-                    continue
-                report = response.json()
-                if report["verdict"] != "valid":
-                    errors.append(f"verdict {report['verdict']}")
-                for stage in report["stages"]:
-                    if stage["name"] in stage_ms:
-                        stage_ms[stage["name"]].append(stage["duration_ms"])
+    def timings(report: dict[str, Any]) -> None:
+        for stage in report["stages"]:
+            if stage["name"] in stage_ms:
+                stage_ms[stage["name"]].append(stage["duration_ms"])
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"elapsed": time.perf_counter() - t0, "latencies": latencies, "errors": errors, "stage_ms": stage_ms}
+    return {**await load.http_load(base_url, payload, count, concurrency, timings), "stage_ms": stage_ms}
 
 
 def stage_medians(result: dict[str, Any]) -> str:
