@@ -260,8 +260,7 @@ async def test_without_a_queue_a_busy_service_answers_503_at_once(tmp_path: Path
     app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=0))
     async with api_client(app) as client:
         async with Peer(never_greets) as peer:
-            first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
-            assert await peer.wait_connections(1, 10)  # the first run holds the only slot
+            first = await hold_the_only_slot(client, peer)
             busy = await client.post("/api/diagnostics", json=config_for(peer.port))
             assert busy.status_code == 503
             assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
@@ -281,6 +280,14 @@ def report_of(response: Any, accept: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+async def hold_the_only_slot(client: httpx.AsyncClient, peer: Peer) -> asyncio.Task[httpx.Response]:
+    """A run against `peer` (which never greets), once it holds the run slot: its SMTP connection is open.
+    It ends, answering 201, when the peer hangs up."""
+    first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
+    assert await peer.wait_connections(1, 10)
+    return first
+
+
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
 async def test_at_the_cap_a_request_waits_for_a_slot_and_its_run_starts_then(
     tmp_path: Path, smtp: FakeSMTP, accept: str
@@ -293,9 +300,7 @@ async def test_at_the_cap_a_request_waits_for_a_slot_and_its_run_starts_then(
     async with api_client(app) as client:
         with structlog.testing.capture_logs() as logs:
             async with Peer(never_greets) as peer:
-                first = asyncio.create_task(
-                    client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
-                assert await peer.wait_connections(1, 10)  # the first run holds the only slot
+                first = await hold_the_only_slot(client, peer)
                 second = asyncio.create_task(client.post(
                     "/api/diagnostics", json=config_for(smtp.port), headers={"accept": accept}))
                 await gate.until(lambda: gate.waiting == 1)
@@ -317,8 +322,7 @@ async def test_a_full_queue_answers_503_at_once(tmp_path: Path, smtp: FakeSMTP) 
     gate = WatchedGate.watching(app)
     async with api_client(app) as client:
         async with Peer(never_greets) as peer:
-            first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
-            assert await peer.wait_connections(1, 10)
+            first = await hold_the_only_slot(client, peer)
             second = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
             await gate.until(lambda: gate.waiting == 1)
             busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
@@ -339,9 +343,7 @@ async def test_a_wait_that_runs_out_answers_503(tmp_path: Path, smtp: FakeSMTP) 
     async with api_client(app) as client:
         with structlog.testing.capture_logs() as logs:
             async with Peer(never_greets) as peer:
-                first = asyncio.create_task(
-                    client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
-                assert await peer.wait_connections(1, 10)
+                first = await hold_the_only_slot(client, peer)
                 busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
                 assert busy.status_code == 503
                 assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
@@ -365,8 +367,7 @@ async def test_a_client_that_leaves_while_queued_is_dropped_and_never_runs(
     gate = WatchedGate.watching(app)
     async with uvicorn_serving(app) as url, httpx.AsyncClient(base_url=url, timeout=60.0) as client:
         async with Peer(never_greets) as peer:
-            first = asyncio.create_task(client.post("/api/diagnostics", json=config_for(peer.port, timeout_s=20)))
-            assert await peer.wait_connections(1, 10)
+            first = await hold_the_only_slot(client, peer)
             async with httpx.AsyncClient(base_url=url, timeout=60.0) as leaving:
                 queued = asyncio.create_task(leaving.post(
                     "/api/diagnostics", json=config_for(smtp.port), headers={"accept": accept}))
