@@ -63,6 +63,7 @@ class Peer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # thread mode only
         self._thread: threading.Thread | None = None
+        self._closing = False  # __aexit__ has begun: a connection accepted from now on is closed at once
 
     # -- on the caller's loop ---------------------------------------------------------------------------
 
@@ -75,6 +76,15 @@ class Peer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._server is not None
+        self._closing = True
+        # Stop accepting, then let a connection accepted a moment ago become a transport before the server
+        # closes: on Python 3.11, a transport made for a server already closed fails an assertion in
+        # Server._attach and leaves its socket open (a ResourceWarning, seen when a run's probe connected
+        # just as a test left its peer). Its handler sees _closing and closes it.
+        for sock in self._server.sockets:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
         self._server.close()
         for task in list(self._handlers):
             task.cancel()
@@ -141,7 +151,8 @@ class Peer:
         assert task is not None
         self._handlers.add(task)
         try:
-            await self.behaviour(reader, writer)
+            if not self._closing:
+                await self.behaviour(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the client hung up (or refused our TLS): that is the client's right
         except asyncio.CancelledError:
