@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import structlog
 
@@ -158,6 +158,9 @@ def configure_logging(logger_factory: Callable[..., Any] | None = None) -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
+POSIX_SIGNALS: Final = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -190,9 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as error:
         parser.error(str(error))
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM stop the server; the main thread waits for them itself (sigwait). A handler would not
+    # do: the kernel may hand the signal to the server's thread (the main thread had a SIGCONT pending, say),
+    # and a Python handler only runs once the main thread wakes, which that delivery does not make it do: the
+    # process went on serving until killed. Blocked before the server's thread starts, which inherits the
+    # mask, the signals stay pending for the main thread's sigwait.
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    if POSIX_SIGNALS:
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    else:  # Windows: no signal masks, and only the main thread ever receives a signal
+        stop = threading.Event()
+        for signum in stopping:
+            signal.signal(signum, lambda *_: stop.set())
     try:
         server.start()
     except (OSError, ValueError, TimeoutError) as error:
@@ -215,7 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server.faults:
             print(f"seed {server.seed}")
         print("ready", flush=True)
-        stop.wait()
+        if POSIX_SIGNALS:
+            signal.sigwait(stopping)
+        else:
+            while not stop.wait(0.5):  # a timeout, so that Ctrl-C's handler gets to run
+                pass
     finally:
         server.stop()
     return 0
