@@ -262,8 +262,7 @@ async def test_without_a_queue_a_busy_service_answers_503_at_once(tmp_path: Path
         async with Peer(never_greets) as peer:
             first = await hold_the_only_slot(client, peer)
             busy = await client.post("/api/diagnostics", json=config_for(peer.port))
-            assert busy.status_code == 503
-            assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+            assert_busy(busy)
             assert not first.done() and peer.connections == 1  # answered while the slot was still held
         # Leaving the peer's context hangs up: the first run ends.
         assert (await first).status_code == 201
@@ -278,6 +277,12 @@ def report_of(response: Any, accept: str) -> dict[str, Any]:
         assert name == "run_finished"
         return report
     return dict(response.json())
+
+
+def assert_busy(response: httpx.Response) -> None:
+    """The service's answer when no run slot is to be had: 503 busy, and when to try again."""
+    assert response.status_code == 503
+    assert response.json()["error"] == "busy" and int(response.headers["retry-after"]) >= 1
 
 
 async def hold_the_only_slot(client: httpx.AsyncClient, peer: Peer) -> asyncio.Task[httpx.Response]:
@@ -326,8 +331,7 @@ async def test_a_full_queue_answers_503_at_once(tmp_path: Path, smtp: FakeSMTP) 
             second = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
             await gate.until(lambda: gate.waiting == 1)
             busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
-            assert busy.status_code == 503
-            assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+            assert_busy(busy)
             assert not first.done() and not second.done()  # answered while the slot was held
         assert (await first).status_code == 201
         assert (await second).status_code == 201
@@ -345,8 +349,7 @@ async def test_a_wait_that_runs_out_answers_503(tmp_path: Path, smtp: FakeSMTP) 
             async with Peer(never_greets) as peer:
                 first = await hold_the_only_slot(client, peer)
                 busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
-                assert busy.status_code == 503
-                assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+                assert_busy(busy)
                 assert not first.done() and gate.waiting == 0  # gave up while the slot was held
             assert (await first).status_code == 201
         listed = (await client.get("/api/diagnostics")).json()["items"]
