@@ -213,7 +213,9 @@ async def admit(request: Request, services: Services, client: str, host_key: str
     refused = rate_limited(services, client, host_key, domain)
     if refused is not None:
         return refused
-    entry = await until_disconnect(request, lambda: services.gate.enter(client))
+    entry = services.gate.enter_now(client)
+    if entry is None:  # a wait in the queue, which a client that hangs up leaves at once
+        entry = await until_disconnect(request, lambda: services.gate.enter(client))
     if entry is None:
         log.info("run_cancelled", reason="client disconnected while queued")
         return error(499, "client_disconnected", "The client left while waiting for a run slot.")

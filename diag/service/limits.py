@@ -144,12 +144,21 @@ class RunGate:
         self._count(client, 1)
         return None
 
-    async def enter(self, client: str = "") -> GateEntry:
-        """`try_enter`, and when only a slot is missing, a place in the queue: a slot within `queue_wait_s`,
-        else "busy". A cancelled waiter (its client left) leaves the queue and holds no slot."""
+    def enter_now(self, client: str = "") -> GateEntry | None:
+        """The answer when it needs no wait (a slot now, or a refusal); None when the request may wait for a
+        slot in the queue: then `enter`. A caller that only waits when it must spares every other request
+        what a wait needs (the service watches the client for a hang-up while it waits)."""
         refused = self.try_enter(client)
         if refused != "busy" or len(self._waiters) >= self.max_queued:
             return GateEntry(refused)
+        return None
+
+    async def enter(self, client: str = "") -> GateEntry:
+        """`enter_now`, and when only a slot is missing, a place in the queue: a slot within `queue_wait_s`,
+        else "busy". A cancelled waiter (its client left) leaves the queue and holds no slot."""
+        now = self.enter_now(client)
+        if now is not None:
+            return now
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)

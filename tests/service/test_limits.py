@@ -151,6 +151,19 @@ async def test_a_full_queue_answers_busy_at_once() -> None:
     await asyncio.gather(waiting, return_exceptions=True)
 
 
+
+async def test_enter_now_answers_without_waiting_and_says_when_only_a_wait_would() -> None:
+    """The service watches a client for a hang-up only while it waits (api.admit): `enter_now` admits or
+    refuses at once, and answers None (without queueing anything) only when a place in the queue is free."""
+    gate = WatchedGate(1, per_client=1, max_queued=1, queue_wait_s=60)
+    assert gate.enter_now("a") == GateEntry(None)
+    assert gate.enter_now("a") == GateEntry("client_busy")
+    assert gate.enter_now("b") is None and gate.waiting == 0 and gate.running("b") == 0
+    waiting = await queued(gate, "b")
+    assert gate.enter_now("c") == GateEntry("busy")  # the queue is full
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+
 async def test_without_a_queue_busy_is_at_once() -> None:
     gate = WatchedGate(1, max_queued=0, queue_wait_s=60)
     assert await gate.enter("a") == GateEntry(None)
