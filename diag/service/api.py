@@ -214,22 +214,22 @@ async def admit(request: Request, services: Services, client: str, host_key: str
     if refused is not None:
         return refused
     entry = services.gate.enter_now(client)
-    if entry is None:  # a wait in the queue, which a client that hangs up leaves at once
+    if entry is None:  # only a slot is missing: wait for one; a client that hangs up leaves the queue at once
         entry = await until_disconnect(request, lambda: services.gate.enter(client))
-    if entry is None:
-        log.info("run_cancelled", reason="client disconnected while queued")
-        return error(499, "client_disconnected", "The client left while waiting for a run slot.")
+        if entry is None:
+            log.info("run_cancelled", reason="client disconnected while queued")
+            return error(499, "client_disconnected", "The client left while waiting for a run slot.")
     if entry.refused is not None:
         if entry.queued_s is not None:
             log.info("run_queue_timeout", waited_ms=round(entry.queued_s * 1000))
         return busy(services, entry.refused)
     if entry.queued_s is not None:
         log.info("run_queued", waited_ms=round(entry.queued_s * 1000))
-    # The buckets may have emptied while this request waited; nothing awaits between check and take.
-    refused = rate_limited(services, client, host_key, domain)
-    if refused is not None:
-        services.gate.leave(client)
-        return refused
+        # The buckets may have emptied while this request waited; nothing awaits between check and take.
+        refused = rate_limited(services, client, host_key, domain)
+        if refused is not None:
+            services.gate.leave(client)
+            return refused
     services.client_limiter.acquire(client)
     services.target_limiter.acquire(host_key)
     if domain is not None:

@@ -360,6 +360,29 @@ async def test_a_wait_that_runs_out_answers_503(tmp_path: Path, smtp: FakeSMTP) 
     assert gate.active == 0
 
 
+
+async def test_a_request_whose_budget_ran_out_while_it_waited_gets_429_and_gives_its_slot_back(
+    tmp_path: Path, smtp: FakeSMTP
+) -> None:
+    """Two runs a minute: the first run takes one, and two more requests queue while it holds the only slot
+    (each passed the rate check when it came). The first of them to get the slot takes the last token and
+    runs; the other is checked again when its slot comes, answered 429, and the slot goes back."""
+    app = create_app(make_settings(tmp_path, max_concurrent_runs=1, max_queued_runs=4, run_queue_wait_s=60.0,
+                                   rate_limit_per_client=Rate(2, 60.0)))
+    gate = WatchedGate.watching(app)
+    async with api_client(app) as client:
+        async with Peer(never_greets) as peer:
+            first = await hold_the_only_slot(client, peer)
+            second = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
+            await gate.until(lambda: gate.waiting == 1)
+            third = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
+            await gate.until(lambda: gate.waiting == 2)
+        assert (await first).status_code == 201
+        assert (await second).status_code == 201
+        late = await third
+    assert late.status_code == 429 and late.json()["error"] == "rate_limited"
+    assert gate.active == 0 and gate.waiting == 0
+
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
 async def test_a_client_that_leaves_while_queued_is_dropped_and_never_runs(
     tmp_path: Path, smtp: FakeSMTP, accept: str
