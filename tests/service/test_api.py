@@ -293,6 +293,15 @@ async def hold_the_only_slot(client: httpx.AsyncClient, peer: Peer) -> asyncio.T
     return first
 
 
+async def queued_request(client: httpx.AsyncClient, gate: WatchedGate, port: int,
+                         accept: str = "application/json") -> asyncio.Task[httpx.Response]:
+    """A diagnosis of the FakeSMTP on `port`, once it waits in the gate's queue (behind those already there)."""
+    ahead = gate.waiting
+    request = asyncio.create_task(client.post("/api/diagnostics", json=config_for(port), headers={"accept": accept}))
+    await gate.until(lambda: gate.waiting == ahead + 1)
+    return request
+
+
 @pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
 async def test_at_the_cap_a_request_waits_for_a_slot_and_its_run_starts_then(
     tmp_path: Path, smtp: FakeSMTP, accept: str
@@ -306,9 +315,7 @@ async def test_at_the_cap_a_request_waits_for_a_slot_and_its_run_starts_then(
         with structlog.testing.capture_logs() as logs:
             async with Peer(never_greets) as peer:
                 first = await hold_the_only_slot(client, peer)
-                second = asyncio.create_task(client.post(
-                    "/api/diagnostics", json=config_for(smtp.port), headers={"accept": accept}))
-                await gate.until(lambda: gate.waiting == 1)
+                second = await queued_request(client, gate, smtp.port, accept)
                 assert not second.done() and not first.done()
                 now = datetime.now(UTC)
                 let_go = now.replace(microsecond=now.microsecond // 1000 * 1000)  # reports keep milliseconds
@@ -328,8 +335,7 @@ async def test_a_full_queue_answers_503_at_once(tmp_path: Path, smtp: FakeSMTP) 
     async with api_client(app) as client:
         async with Peer(never_greets) as peer:
             first = await hold_the_only_slot(client, peer)
-            second = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
-            await gate.until(lambda: gate.waiting == 1)
+            second = await queued_request(client, gate, smtp.port)
             busy = await client.post("/api/diagnostics", json=config_for(smtp.port))
             assert_busy(busy)
             assert not first.done() and not second.done()  # answered while the slot was held
@@ -373,10 +379,8 @@ async def test_a_request_whose_budget_ran_out_while_it_waited_gets_429_and_gives
     async with api_client(app) as client:
         async with Peer(never_greets) as peer:
             first = await hold_the_only_slot(client, peer)
-            second = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
-            await gate.until(lambda: gate.waiting == 1)
-            third = asyncio.create_task(client.post("/api/diagnostics", json=config_for(smtp.port)))
-            await gate.until(lambda: gate.waiting == 2)
+            second = await queued_request(client, gate, smtp.port)
+            third = await queued_request(client, gate, smtp.port)
         assert (await first).status_code == 201
         assert (await second).status_code == 201
         late = await third
@@ -395,9 +399,7 @@ async def test_a_client_that_leaves_while_queued_is_dropped_and_never_runs(
         async with Peer(never_greets) as peer:
             first = await hold_the_only_slot(client, peer)
             async with httpx.AsyncClient(base_url=url, timeout=60.0) as leaving:
-                queued = asyncio.create_task(leaving.post(
-                    "/api/diagnostics", json=config_for(smtp.port), headers={"accept": accept}))
-                await gate.until(lambda: gate.waiting == 1)
+                queued = await queued_request(leaving, gate, smtp.port, accept)
                 queued.cancel()  # the client hangs up: httpx closes its connection
                 await asyncio.gather(queued, return_exceptions=True)
             await gate.until(lambda: gate.waiting == 0 and gate.running("127.0.0.1") == 1)
